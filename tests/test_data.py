@@ -1,0 +1,114 @@
+"""hyperkd.data on files in the real layouts, written by our own writers."""
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from hyperkd.data import (PatchDataset, ProductError, band_stats, demo_scene, hyspecnet_patches, open_cube, open_enmap,
+                          open_spectral_earth_patch, product_name, select_bands, spectral_earth_patches, write_cube,
+                          write_enmap_product)
+from hyperkd.spectral import ENMAP, enmap_preset
+
+
+def _cube(bands=ENMAP, ny=16, nx=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return xr.DataArray(rng.uniform(0.02, 0.5, (len(bands), ny, nx)).astype(np.float32), dims=("band", "y", "x"),
+                        coords={"band": list(bands.band_names), "wavelength": ("band", bands.wavelengths),
+                                "fwhm": ("band", bands.fwhm)})
+
+
+def test_corrupt_tiff_named_in_error(tmp_path):
+    prod = write_enmap_product(_cube(), tmp_path)
+    tif = prod / f"{prod.name}-SPECTRAL_IMAGE.TIF"
+    tif.write_bytes(b"II*\x00" + np.random.default_rng(0).bytes(2000))
+    with pytest.raises(ProductError, match="SPECTRAL_IMAGE.TIF"):
+        open_enmap(prod)
+
+
+def test_overwrite_is_atomic_and_keeps_old_on_failure(tmp_path):
+    prod = write_enmap_product(_cube(seed=1), tmp_path, name=product_name(3))
+    before = open_enmap(prod).values
+    bad = _cube(seed=2)
+    bad[0, 0, 0] = 10.0  # outside int16 at gain 1e-4: the write fails
+    with pytest.raises(ValueError, match="int16"):
+        write_enmap_product(bad, tmp_path, name=product_name(3), overwrite=True)
+    np.testing.assert_array_equal(open_enmap(prod).values, before)
+    assert [p.name for p in tmp_path.iterdir()] == [prod.name], "no temporary folders left behind"
+    write_enmap_product(_cube(seed=2), tmp_path, name=product_name(3), overwrite=True)
+    assert not np.allclose(open_enmap(prod).values, before)
+
+
+def test_enmap_218_from_product_expected_list(tmp_path):
+    expected = np.ones(224, bool)
+    expected[[0, 1, 2, 221, 222, 223]] = False  # a product whose expected-channel list leaves out six bands
+    prod = write_enmap_product(_cube(), tmp_path, expected_bands=expected)
+    cube = open_enmap(prod, bands="enmap-218")
+    assert cube.sizes["band"] == 218 and "B1" not in cube.band.values and "B224" not in cube.band.values
+
+
+def test_select_bands_by_wavelength_and_missing_preset():
+    c = _cube(enmap_preset("enmap-202"))
+    vnir = select_bands(c, wavelength=(400, 1000))
+    assert float(vnir.wavelength.max()) <= 1000 and vnir.sizes["band"] > 80
+    with pytest.raises(ValueError, match="does not cover preset 'enmap-224'"):
+        select_bands(c, "enmap-224")
+
+
+def test_all_nodata_patches_skipped_and_counted(tmp_path):
+    c = _cube(ny=32, nx=32)
+    c[:, :16, :] = np.nan  # top half nodata
+    ds = PatchDataset(write_enmap_product(c, tmp_path), size=16, stride=16, max_nodata=0.5)
+    assert len(ds) == 2 and list(ds.skipped.values()) == [2]
+    c[:] = np.nan
+    with pytest.raises(ValueError, match="every patch was skipped"):
+        PatchDataset(write_enmap_product(c, tmp_path, name=product_name(9)), size=16)
+
+
+def test_spectral_earth_layout(tmp_path):
+    p202 = enmap_preset("enmap-202")
+    for i in range(3):
+        f = tmp_path / "enmap" / f"patch_{i:04d}" / f"patch_{i:04d}.tif"
+        write_cube(_cube(p202, 16, 16, seed=i), f, dtype="int16", scale=1e-4)
+    files = spectral_earth_patches(tmp_path)
+    assert len(files) == 3
+    cube = open_spectral_earth_patch(files[0])
+    assert cube.sizes["band"] == 202 and cube.band.values[0] == "B1"
+    np.testing.assert_allclose(cube.wavelength.values, p202.wavelengths)
+    ds = PatchDataset([open_spectral_earth_patch(f) for f in files], size=16)
+    assert len(ds) == 3 and ds[0].shape == (202, 16, 16)
+    with pytest.raises(ProductError, match="'enmap' folder"):
+        spectral_earth_patches(tmp_path / "enmap")
+
+
+def test_hyspecnet_layout_with_split_csv(tmp_path):
+    names = []
+    for i in range(2):
+        tile = product_name(100 + i)
+        patch = f"{tile}-Y0000{i}_X0000{i}"
+        write_enmap_product(_cube(seed=i), tmp_path / "patches" / tile, name=patch)
+        names.append(f"{tile}/{patch}/{patch}-DATA.npy")
+    (tmp_path / "splits" / "easy").mkdir(parents=True)
+    (tmp_path / "splits" / "easy" / "train.csv").write_text("\n".join(names) + "\n")
+    files = hyspecnet_patches(tmp_path, "easy", "train")
+    assert len(files) == 2 and all(f.name.endswith("-SPECTRAL_IMAGE.TIF") for f in files)
+    ds = PatchDataset(files, size=16, bands="enmap-202")
+    assert len(ds) == 2 and ds[1].shape == (202, 16, 16)
+    with pytest.raises(ProductError, match="split file missing"):
+        hyspecnet_patches(tmp_path, "hard", "train")
+
+
+def test_patch_dataset_band_mismatch_between_sources(tmp_path):
+    a = write_enmap_product(_cube(), tmp_path, name=product_name(1))
+    b = write_cube(_cube(enmap_preset("enmap-202")), tmp_path / "b.tif")
+    with pytest.raises(ValueError, match="do not match"):
+        PatchDataset([a, b], size=16)
+    assert len(PatchDataset([a, b], size=16, bands="enmap-202")) == 2
+
+
+def test_demo_scene_band_stats_and_normalisation():
+    scene = demo_scene(seed=3, size=64)
+    ds = PatchDataset(scene.reflectance.rename("demo"), size=32)
+    stats = band_stats(ds)
+    x = torch.stack([PatchDataset(scene.reflectance.rename("demo"), size=32, stats=stats)[i] for i in range(4)])
+    assert torch.allclose(x.mean((0, 2, 3)), torch.zeros(202), atol=1e-3)
+    assert torch.allclose(x.std((0, 2, 3)), torch.ones(202), atol=0.05)
