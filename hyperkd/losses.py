@@ -35,12 +35,22 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
     d = (pred - target.nan_to_num(0.0)).square()
     return _wmean(torch.where(w.bool(), d, torch.zeros_like(d)), w)
 
-# %% ../nbs/01c_losses.ipynb #7e133493
-def _gauss_window(size: int, sigma: float, device, dtype):
+# %% ../nbs/01c_losses.ipynb #77cc3799
+def _gauss_1d(size: int, sigma: float, device, dtype):
     ax = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
     g = torch.exp(-0.5 * (ax / sigma) ** 2)
-    g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]
+    return g / g.sum()
+
+def _blur_matrix(g: torch.Tensor, n: int) -> torch.Tensor:
+    "(n, n) matrix M with (z @ M)[j] = Σ_k g[k] z[reflect(j + k − pad)]: a 1-D blur with reflect padding."
+    pad = len(g) // 2
+    idx = torch.arange(n)[:, None] + torch.arange(len(g))[None, :] - pad  # (n out, taps) source positions
+    idx = idx.abs()
+    idx = torch.where(idx > n - 1, 2 * (n - 1) - idx, idx)
+    m = torch.zeros(n, n, dtype=g.dtype, device=g.device)
+    m.index_put_((idx.reshape(-1).to(g.device), torch.arange(n, device=g.device).repeat_interleave(len(g))),
+                 g.repeat(n), accumulate=True)
+    return m
 
 def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 7, sigma: float = 1.5,
              data_range: torch.Tensor | float | None = None) -> torch.Tensor:
@@ -50,11 +60,12 @@ def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 7, sigma: f
     if data_range is None:
         data_range = (t.amax(dim=(0, 2, 3)) - t.amin(dim=(0, 2, 3))).clamp_min(1e-6)[None, :, None, None]
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    k = _gauss_window(window, sigma, t.device, t.dtype).expand(C, 1, window, window)
-    pad = window // 2
-    f = lambda z: F.conv2d(F.pad(z, (pad,) * 4, mode="reflect"), k, groups=C)
-    mu_p, mu_t = f(p), f(t)
-    spp, stt, spt = f(p * p) - mu_p ** 2, f(t * t) - mu_t ** 2, f(p * t) - mu_p * mu_t
+    g = _gauss_1d(window, sigma, t.device, t.dtype)
+    H, W = t.shape[-2:]
+    bh, bw = _blur_matrix(g, H), _blur_matrix(g, W)
+    # separable Gaussian blur of the 5 stacked moment maps as two matrix products (BLAS-fast, forward and backward)
+    mu_p, mu_t, ep, et, ept = bh.T @ torch.stack([p, t, p * p, t * t, p * t]) @ bw
+    spp, stt, spt = ep - mu_p ** 2, et - mu_t ** 2, ept - mu_p * mu_t
     return ((2 * mu_p * mu_t + c1) * (2 * spt + c2)) / ((mu_p ** 2 + mu_t ** 2 + c1) * (spp + stt + c2))
 
 def ssim_loss(pred, target, mask=None, window: int = 7, data_range=None) -> torch.Tensor:
@@ -62,20 +73,22 @@ def ssim_loss(pred, target, mask=None, window: int = 7, data_range=None) -> torc
     w = _weights(target, mask)
     return 1.0 - _wmean(ssim_map(pred, target, window, data_range=data_range), w)
 
-# %% ../nbs/01c_losses.ipynb #1de17280
+# %% ../nbs/01c_losses.ipynb #255a7b8a
 def spectral_kl(pred, target, mask=None, eps: float = 1e-4) -> torch.Tensor:
     "KL(target ‖ pred) between per-pixel spectra normalised to distributions over bands (use reflectance)."
     w = _weights(target, mask)
     p = pred.clamp_min(eps)
     t = target.nan_to_num(eps).clamp_min(eps)
-    p, t = p / p.sum(1, keepdim=True), t / t.sum(1, keepdim=True)
-    kl = (t * (t.log() - p.log())).sum(1, keepdim=True)
+    # KL(t || p) with p, t normalised = sum t' (log t' - log p'), and log p' = log p - log sum p (no full-size division)
+    tn = t * t.sum(1, keepdim=True).reciprocal()
+    kl = (tn * (t.log() - p.log())).sum(1, keepdim=True) - tn.sum(1, keepdim=True) * (
+        t.sum(1, keepdim=True).log() - p.sum(1, keepdim=True).log())
     return _wmean(kl, w)
 
 def spectral_angle(pred, target, eps: float = 1e-12) -> torch.Tensor:
     "Per-pixel spectral angle (radians), (B, 1, H, W)."
-    a = pred / pred.norm(dim=1, keepdim=True).clamp_min(eps)
-    b = target / target.norm(dim=1, keepdim=True).clamp_min(eps)
+    a = pred * pred.norm(dim=1, keepdim=True).clamp_min(eps).reciprocal()  # multiply by (B,1,H,W): cheaper backward than div
+    b = target * target.norm(dim=1, keepdim=True).clamp_min(eps).reciprocal()
     diff = (a - b).square().sum(1, keepdim=True)
     summ = (a + b).square().sum(1, keepdim=True)
     # sqrt with a zero-safe gradient: d sqrt(x)/dx is infinite at 0, so route x == 0 through a constant
@@ -87,7 +100,7 @@ def sam_loss(pred, target, mask=None) -> torch.Tensor:
     w = _weights(target, mask)
     return _wmean(spectral_angle(pred, target.nan_to_num(0.0)), w)
 
-# %% ../nbs/01c_losses.ipynb #16e4ede0
+# %% ../nbs/01c_losses.ipynb #afe66c06
 def feature_distill_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "mse",
                          normalize_target: bool = True) -> torch.Tensor:
     "Distillation between (B, T, D) student (projected) and teacher tokens: 'mse' or 'cosine'."
@@ -104,7 +117,7 @@ def feature_distill_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str
         return (1 - F.cosine_similarity(s, t, dim=-1)).mean()
     raise ValueError(f"Unknown distillation loss {kind!r}; choose 'mse' or 'cosine'.")
 
-# %% ../nbs/01c_losses.ipynb #8ae6d94e
+# %% ../nbs/01c_losses.ipynb #8f723e52
 @dataclass
 class LossWeights:
     mse: float = 1.0
@@ -115,10 +128,12 @@ class LossWeights:
 
 class HyperKDLoss(nn.Module):
     "Weighted sum of the HyperKD loss terms; returns (total, {term: value}) with each term logged separately."
-    def __init__(self, weights: LossWeights | dict | None = None, distill_kind: str = "mse", ssim_window: int = 7):
+    def __init__(self, weights: LossWeights | dict | None = None, distill_kind: str = "mse", ssim_window: int = 7,
+                 ssim_data_range: float | None = None):
         super().__init__()
         w = weights if isinstance(weights, LossWeights) else LossWeights(**(weights or {}))
         self.weights, self.distill_kind, self.ssim_window = w, distill_kind, ssim_window
+        self.ssim_data_range = ssim_data_range  # fixed range: the loss then does not depend on the batch composition
 
     def forward(self, pred, target, mask=None, pred_refl=None, target_refl=None, student_tokens=None,
                 teacher_tokens=None):
@@ -128,7 +143,7 @@ class HyperKDLoss(nn.Module):
         pr = pred if pred_refl is None else pred_refl
         tr = target if target_refl is None else target_refl
         if w.mse: terms["mse"] = masked_mse(pred, target, mask)
-        if w.ssim: terms["ssim"] = ssim_loss(pred, target, mask, self.ssim_window)
+        if w.ssim: terms["ssim"] = ssim_loss(pred, target, mask, self.ssim_window, self.ssim_data_range)
         if w.kl: terms["kl"] = spectral_kl(pr, tr, mask)
         if w.sam: terms["sam"] = sam_loss(pr, tr, mask)
         if w.distill and student_tokens and teacher_tokens:

@@ -89,9 +89,9 @@ def patch_scores(image: torch.Tensor, patch_size: int, score: str = "gradient", 
         return s
     raise ValueError(f"Unknown mask score {score!r}; choose one of {MASK_STRATEGIES[1:]}.")
 
-# %% ../nbs/01b_masking.ipynb #e34374a3
+# %% ../nbs/01b_masking.ipynb #8d0f82c2
 def sample_mask(scores: torch.Tensor, ratio: float, temperature: float = 1.0, uniform_mix: float = 0.25,
-                prefer: str = "high", generator: torch.Generator | None = None) -> torch.Tensor:
+                prefer: str = "high", generator: torch.Generator | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
     "(B, N) scores → (B, N) bool mask (True = masked), exactly round(ratio·N) per row, score-weighted without replacement."
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"mask ratio must be in [0, 1), got {ratio}.")
@@ -105,7 +105,8 @@ def sample_mask(scores: torch.Tensor, ratio: float, temperature: float = 1.0, un
         s = -s
     B, N = s.shape
     p = (1 - uniform_mix) * torch.softmax(s / temperature, dim=1) + uniform_mix / N
-    u = torch.rand(B, N, generator=generator, device=generator.device if generator is not None else s.device).to(s.device)
+    u = noise if noise is not None else torch.rand(B, N, generator=generator, device=generator.device if generator is not None else s.device)
+    u = u.to(s.device)
     keys = p.log() - torch.log(-torch.log(u.clamp(1e-12, 1 - 1e-7)))  # Gumbel-top-k = sampling without replacement
     k = int(round(ratio * N))
     mask = torch.zeros(B, N, dtype=torch.bool, device=s.device)
@@ -115,12 +116,14 @@ def sample_mask(scores: torch.Tensor, ratio: float, temperature: float = 1.0, un
 
 def spatial_guided_mask(image: torch.Tensor, ratio: float = 0.75, score: str = "gradient", patch_size: int = 16,
                         temperature: float = 1.0, uniform_mix: float = 0.25, prefer: str = "high",
-                        generator: torch.Generator | None = None, teacher=None, teacher_input=None) -> torch.Tensor:
+                        generator: torch.Generator | None = None, teacher=None, teacher_input=None,
+                        noise: torch.Tensor | None = None) -> torch.Tensor:
     """HyperKD's spatial feature-guided mask for a batch of images (B, C, H, W) (typically the teacher's aligned
-    6-band view): (B, N) bool, True = masked, on the patch grid shared by teacher and student."""
+    6-band view): (B, N) bool, True = masked, on the patch grid shared by teacher and student. `noise`: (B, N)
+    uniform numbers to use instead of the generator (the trainer derives them from the step number)."""
     if score == "random":
         B, N = image.shape[0], (image.shape[-2] // patch_size) * (image.shape[-1] // patch_size)
-        return random_mask(B, N, ratio, generator, device=image.device)
+        return random_mask(B, N, ratio, generator, device=image.device, noise=noise)
     with torch.no_grad():
         s = patch_scores(image, patch_size, score, teacher, teacher_input)
-    return sample_mask(s, ratio, temperature, uniform_mix, prefer, generator)
+    return sample_mask(s, ratio, temperature, uniform_mix, prefer, generator, noise)

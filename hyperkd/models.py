@@ -22,10 +22,10 @@ from timm.models.vision_transformer import Block
 __all__ = ['PRITHVI_V1_MEAN', 'PRITHVI_V1_STD', 'PRITHVI_V2_MEAN', 'PRITHVI_V2_STD', 'TL', 'PRITHVI_PRESETS', 'STUDENT_PRESETS',
            'sincos_1d', 'sincos_3d', 'random_mask', 'PatchEmbed3D', 'spectral_groups', 'GroupedPatchEmbed',
            'MAEEncoder', 'MAEDecoder', 'patchify', 'unpatchify', 'PrithviConfig', 'CoordEncoder', 'PrithviMAE',
-           'CheckpointError', 'prithvi_state_dict', 'load_prithvi_weights', 'load_prithvi', 'MAEOutput',
+           'CheckpointError', 'prithvi_state_dict', 'load_prithvi_weights', 'load_prithvi', 'save_prithvi', 'MAEOutput',
            'HyperspectralMAE']
 
-# %% ../nbs/01a_models.ipynb #8b7d900d
+# %% ../nbs/01a_models.ipynb #ff3b35ef
 def sincos_1d(dim: int, pos: np.ndarray) -> np.ndarray:
     "Sin-cos code of positions `pos` in `dim` (even) channels: (len(pos), dim)."
     if dim % 2:
@@ -49,12 +49,14 @@ def sincos_3d(dim: int, grid: Sequence[int], cls_token: bool = True) -> torch.Te
     return torch.from_numpy(pe).float().unsqueeze(0)
 
 def random_mask(batch: int, n_tokens: int, ratio: float, generator: torch.Generator | None = None,
-                device=None) -> torch.Tensor:
-    "The MAE baseline mask: (batch, n_tokens) bool, True = masked, exactly round(ratio * n_tokens) per row."
+                device=None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """The MAE baseline mask: (batch, n_tokens) bool, True = masked, exactly round(ratio * n_tokens) per row.
+    `noise` (batch, n_tokens) uniform numbers replace the generator (counter-based randomness for exact resume)."""
     if not 0.0 <= ratio < 1.0:
         raise ValueError(f"mask ratio must be in [0, 1), got {ratio}.")
     n_mask = int(round(ratio * n_tokens))
-    noise = torch.rand(batch, n_tokens, generator=generator, device=generator.device if generator is not None else device)
+    if noise is None:
+        noise = torch.rand(batch, n_tokens, generator=generator, device=generator.device if generator is not None else device)
     ranks = noise.argsort(dim=1).argsort(dim=1)
     return (ranks < n_mask).to(device) if device is not None else ranks < n_mask
 
@@ -348,7 +350,7 @@ class PrithviMAE(nn.Module):
         "Predictions (B, N, t·p·p·C) → images (B, C, T, H, W)."
         return unpatchify(pred, self.patch_size, self.config.in_chans, self.grid)
 
-# %% ../nbs/01a_models.ipynb #871cccd6
+# %% ../nbs/01a_models.ipynb #d3105416
 _V1_DECODER = ("mask_token", "decoder_embed", "decoder_pos_embed", "decoder_blocks", "decoder_norm", "decoder_pred")
 _FIXED = ("encoder.pos_embed", "decoder.decoder_pos_embed")
 
@@ -430,7 +432,20 @@ def load_prithvi(name_or_path: str | os.PathLike = "prithvi-eo-1.0-100m", num_fr
         raise CheckpointError(f"{path}: cannot read as a PyTorch checkpoint ({type(e).__name__}: {e}).") from None
     if not isinstance(sd, dict):
         raise CheckpointError(f"{path}: expected a state dict, got {type(sd).__name__}.")
+    if isinstance(sd.get("prithvi_config"), dict):  # written by hyperkd (e.g. `hyperkd pretrain-teacher`)
+        saved = {**sd["prithvi_config"], "coords": tuple(sd["prithvi_config"].get("coords", ())),
+                 "mean": tuple(sd["prithvi_config"]["mean"]), "std": tuple(sd["prithvi_config"]["std"])}
+        model = PrithviMAE(PrithviConfig(**saved), num_frames=num_frames, img_size=img_size or saved["img_size"])
     return load_prithvi_weights(model, sd, source=str(path))
+
+def save_prithvi(model: PrithviMAE, path) -> Path:
+    "Save a Prithvi-architecture model (V2 key layout + its config) atomically; `load_prithvi(path)` reads it back."
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save({"model": model.state_dict(), "prithvi_config": asdict(model.config)}, tmp)
+    os.replace(tmp, path)
+    return path
 
 # %% ../nbs/01a_models.ipynb #1d7731ea
 STUDENT_PRESETS = {

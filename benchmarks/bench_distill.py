@@ -1,0 +1,93 @@
+"""HyperKD step time against the MAE-baseline step on the same student, measured side by side in one run.
+
+    python benchmarks/bench_distill.py [--batch 8] [--img 64] [--patch 8] [--repeats 5] [--device auto]
+
+Three variants of one optimiser step (forward, backward, AdamW) on the same student and batch:
+  mae       : random mask, masked MSE (the baseline)
+  kd-mse    : + teacher features (inference mode, visible tokens), channel alignment (one matmul),
+              gradient-guided mask, feature distillation; reconstruction loss still the plain MSE
+  hyperkd   : kd-mse + the enhanced loss (SSIM, spectral KL, SAM)
+The teacher is an untrained prithvi-small (same cost as a trained one). Prints each time, the ratios to
+the baseline (target for hyperkd: <= 1.3) and achieved FLOP/s / the fp32 matmul peak measured here.
+"""
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from hyperkd.distill import TrainConfig, Trainer
+from hyperkd.models import PRITHVI_PRESETS, PrithviMAE, save_prithvi
+
+
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--img", type=int, default=64)
+    ap.add_argument("--patch", type=int, default=8)
+    ap.add_argument("--student", default="tiny")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--device", default="auto")
+    a = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp())
+    os.environ.setdefault("HYPERKD_CACHE", str(tmp / "cache"))
+    torch.manual_seed(0)
+    teacher = save_prithvi(PrithviMAE(PRITHVI_PRESETS["prithvi-small"], img_size=a.img, patch_size=a.patch), tmp / "t.pt")
+    common = dict(runs_dir=str(tmp / "runs"), demo_scenes=1, demo_size=max(128, a.img), img_size=a.img, patch_size=a.patch,
+                  batch_size=a.batch, student=a.student, device=a.device, progress=False, steps=1000)
+    variants = {
+        "mae": TrainConfig.for_mode("mae", name="mae", **common),
+        "kd-mse": TrainConfig.for_mode("distill", name="kdmse", teacher=str(teacher), teacher_preset="prithvi-small",
+                                       loss=dict(mse=1.0, ssim=0.0, kl=0.0, sam=0.0, distill=1.0), **common),
+        "hyperkd": TrainConfig.for_mode("distill", name="hkd", teacher=str(teacher), teacher_preset="prithvi-small", **common),
+    }
+    n = 2048 if a.device != "cpu" and torch.cuda.is_available() else 2048
+    dev = Trainer(variants["mae"]).device
+    A, B = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
+    for _ in range(3):
+        A @ B
+    sync(dev)
+    t = time.perf_counter()
+    for _ in range(10):
+        A @ B
+    sync(dev)
+    peak = 2 * n ** 3 * 10 / (time.perf_counter() - t)
+    print(f"device {dev}, torch {torch.__version__}; fp32 matmul peak {peak / 1e9:.0f} GFLOP/s; batch {a.batch}, "
+          f"{a.img} px, patch {a.patch}, student {a.student}")
+    times = {}
+    for name, cfg in variants.items():
+        tr = Trainer(cfg, log=lambda *_: None)
+        x = torch.stack([tr.dataset[i] for i in range(a.batch)]).to(tr.device)
+
+        def step():
+            tr.opt.zero_grad(set_to_none=True)
+            total, _ = tr.compute_loss(x, 0)
+            total.backward()
+            tr.opt.step()
+        step(); step()
+        ts = []
+        for _ in range(a.repeats):
+            sync(tr.device)
+            t = time.perf_counter()
+            step()
+            sync(tr.device)
+            ts.append(time.perf_counter() - t)
+        with FlopCounterMode(display=False) as fc:
+            step()
+        times[name] = min(ts)
+        fl = fc.get_total_flops()
+        print(f"{name:8s} step {times[name] * 1e3:8.1f} ms   {fl / times[name] / 1e9:7.1f} GFLOP/s = {fl / times[name] / peak:.2f} of peak")
+    print(f"ratio kd-mse  / mae: {times['kd-mse'] / times['mae']:.2f}")
+    print(f"ratio hyperkd / mae: {times['hyperkd'] / times['mae']:.2f}  (target <= 1.3)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""The trainer's promises: exact resume after SIGKILL, torchrun/gloo equals one process, divergence stops
+cleanly, and the CLI writes a complete run folder."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from hyperkd.distill import TrainConfig, Trainer, TrainingDiverged, read_metrics, train
+
+TINY = ["data=demo", "demo_scenes=1", "demo_size=64", "img_size=32", "patch_size=8", "batch_size=4",
+        "warmup_steps=2", "log_every=1", "teacher_steps=10"]
+
+
+def _env(tmp_path):
+    env = dict(os.environ, HYPERKD_CACHE=str(tmp_path / "cache"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _cli(args, tmp_path, **kw):
+    return subprocess.Popen([sys.executable, "-m", "hyperkd.cli", *args], cwd=tmp_path, env=_env(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _weights(run_dir):
+    return torch.load(Path(run_dir) / "checkpoint.pt", weights_only=False)["model"]
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path):
+    common = ["mae", "--no-progress", "--runs-dir", "runs", "--set", *TINY, "steps=40", "ckpt_every=4"]
+    ref = _cli(common[:1] + ["--name", "ref"] + common[1:], tmp_path)
+    assert ref.wait(timeout=600) == 0, ref.stdout.read()
+    killed = _cli(common[:1] + ["--name", "killed"] + common[1:], tmp_path)
+    ck = tmp_path / "runs" / "killed" / "checkpoint.pt"
+    t0 = time.time()
+    while time.time() - t0 < 300 and killed.poll() is None:
+        if ck.exists() and torch.load(ck, weights_only=False)["step"] >= 8:
+            break
+        time.sleep(0.05)
+    assert killed.poll() is None, "run finished before it could be killed"
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    step_at_kill = torch.load(ck, weights_only=False)["step"]
+    assert 8 <= step_at_kill < 40
+    res = _cli(["mae", "--no-progress", "--resume", "runs/killed"], tmp_path)
+    assert res.wait(timeout=600) == 0, res.stdout.read()
+    a, b = _weights(tmp_path / "runs" / "ref"), _weights(tmp_path / "runs" / "killed")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    ma, mb = read_metrics(tmp_path / "runs" / "ref"), read_metrics(tmp_path / "runs" / "killed")
+    assert mb.step.tolist() == list(range(1, 41)), "metrics continue without gaps or duplicates"
+    torch.testing.assert_close(torch.tensor(ma.loss.values), torch.tensor(mb.loss.values), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_torchrun_gloo_two_processes_equal_one(tmp_path):
+    args = ["--no-progress", "--runs-dir", "runs", "--set", *TINY, "steps=6", "ckpt_every=6", "batch_size=4"]
+    one = _cli(["distill", "--name", "one", *args], tmp_path)
+    assert one.wait(timeout=600) == 0, one.stdout.read()
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+                          "-m", "hyperkd.cli", "distill", "--name", "two", *args], cwd=tmp_path, env=_env(tmp_path),
+                         capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    m1, m2 = read_metrics(tmp_path / "runs" / "one"), read_metrics(tmp_path / "runs" / "two")
+    assert json.loads((tmp_path / "runs" / "two" / "run.json").read_text())["world_size"] == 2
+    for term in ("loss", "mse", "ssim", "kl", "sam", "distill"):
+        torch.testing.assert_close(torch.tensor(m1[term].values), torch.tensor(m2[term].values), rtol=2e-4, atol=1e-5,
+                                   msg=term)
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYPERKD_CACHE", str(tmp_path / "cache"))
+    cfg = TrainConfig.for_mode("mae", name="nan", runs_dir=str(tmp_path), demo_scenes=1, demo_size=64, img_size=32,
+                               patch_size=8, batch_size=4, steps=10, ckpt_every=2, log_every=1, progress=False)
+    tr = Trainer(cfg)
+    real = tr.compute_loss
+
+    def poisoned(x, micro):
+        total, terms = real(x, micro)
+        return (total * float("nan") if tr.step == 5 else total), terms
+    tr.compute_loss = poisoned
+    with pytest.raises(TrainingDiverged, match="at step 6.*checkpoint.pt"):
+        tr.fit()
+    ck = torch.load(tmp_path / "nan" / "checkpoint.pt", weights_only=False)
+    assert ck["step"] == 4 and all(torch.isfinite(v).all() for v in ck["model"].values())
+    assert read_metrics(tmp_path / "nan").step.max() == 5
+
+
+def test_refuses_to_overwrite_a_run_and_resume_without_checkpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYPERKD_CACHE", str(tmp_path / "cache"))
+    cfg = TrainConfig.for_mode("mae", name="r", runs_dir=str(tmp_path), demo_scenes=1, demo_size=64, img_size=32,
+                               patch_size=8, batch_size=4, steps=2, ckpt_every=2, progress=False)
+    run = train(cfg)
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "band_stats.json", "metrics.jsonl", "checkpoint.pt",
+                                               "student.pt", "reconstruction.png", "run.json"}
+    with pytest.raises(FileExistsError, match="already holds a run"):
+        Trainer(cfg)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        Trainer(TrainConfig.for_mode("mae", name="none", runs_dir=str(tmp_path)), resume=True)
