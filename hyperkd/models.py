@@ -350,7 +350,7 @@ class PrithviMAE(nn.Module):
         "Predictions (B, N, t·p·p·C) → images (B, C, T, H, W)."
         return unpatchify(pred, self.patch_size, self.config.in_chans, self.grid)
 
-# %% ../nbs/01a_models.ipynb #d3105416
+# %% ../nbs/01a_models.ipynb #01ee06b8
 _V1_DECODER = ("mask_token", "decoder_embed", "decoder_pos_embed", "decoder_blocks", "decoder_norm", "decoder_pred")
 _FIXED = ("encoder.pos_embed", "decoder.decoder_pos_embed")
 
@@ -440,12 +440,10 @@ def load_prithvi(name_or_path: str | os.PathLike = "prithvi-eo-1.0-100m", num_fr
 
 def save_prithvi(model: PrithviMAE, path) -> Path:
     "Save a Prithvi-architecture model (V2 key layout + its config) atomically; `load_prithvi(path)` reads it back."
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save({"model": model.state_dict(), "prithvi_config": asdict(model.config)}, tmp)
-    os.replace(tmp, path)
-    return path
+    from hyperkd.data import atomic_file
+    with atomic_file(path) as tmp:
+        torch.save({"model": model.state_dict(), "prithvi_config": asdict(model.config)}, tmp)
+    return Path(path)
 
 # %% ../nbs/01a_models.ipynb #1d7731ea
 STUDENT_PRESETS = {
