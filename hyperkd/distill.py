@@ -32,7 +32,7 @@ from .losses import HyperKDLoss, LossWeights, masked_mse
 # %% auto #0
 __all__ = ['MODES', 'TrainConfig', 'parse_override', 'apply_overrides', 'git_revision', 'build_dataset', 'StepBatches',
            'step_noise', 'cache_dir', 'small_teacher_path', 'build_teacher', 'TrainingDiverged', 'resolve_device',
-           'warmup_cosine', 'Trainer', 'train', 'resume', 'read_metrics']
+           'warmup_cosine', 'Trainer', 'train', 'resume', 'load_student', 'read_metrics']
 
 # %% ../nbs/02_distill.ipynb #ecd2eb38
 MODES = ("distill", "mae", "teacher")
@@ -257,7 +257,7 @@ def build_teacher(cfg: TrainConfig, device="cpu", log=print) -> PrithviMAE:
     teacher.requires_grad_(False)
     return teacher.eval().to(device)
 
-# %% ../nbs/02_distill.ipynb #1ae830ac
+# %% ../nbs/02_distill.ipynb #04de62a1
 class TrainingDiverged(FloatingPointError):
     "The loss became NaN/inf; the run stopped without taking that step."
 
@@ -540,6 +540,20 @@ def resume(run_dir, **overrides) -> Path:
     run_dir = Path(run_dir)
     cfg = TrainConfig.from_yaml(run_dir / "config.yaml", **overrides)
     return Trainer(cfg, run_dir=run_dir, resume=True).fit()
+
+def load_student(path, map_location="cpu") -> tuple[HyperspectralMAE, BandStats]:
+    "A trained student (`student.pt` or its run folder) and its band statistics."
+    path = Path(path)
+    if path.is_dir():
+        path = path / "student.pt"
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=False)
+        model = HyperspectralMAE(**ck["student_config"])
+        model.load_state_dict(ck["model"])
+    except Exception as e:
+        raise ValueError(f"{path}: not a hyperkd student checkpoint ({type(e).__name__}: {e}).") from None
+    bs = ck["band_stats"]
+    return model.eval(), BandStats(np.array(bs["mean"]), np.array(bs["std"]), np.ones(len(bs["mean"])))
 
 def read_metrics(run_dir) -> "pd.DataFrame":
     "metrics.jsonl of a run as a DataFrame (one row per logged step)."
