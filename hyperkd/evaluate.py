@@ -20,7 +20,7 @@ from .losses import ssim_map, spectral_angle
 # %% auto #0
 __all__ = ['ABLATION_VARIANTS', 'ABLATION_METRICS', 'reconstruction_metrics', 'encoder_features', 'TaskHead',
            'classification_metrics', 'segmentation_metrics', 'regression_metrics', 'train_head', 'predict_head',
-           'evaluate_run', 'ablate', 'ablation_table', 'plot_ablation']
+           'evaluate_run', 'ablate', 'ablation_table', 'plot_ablation', 'compare_to_baseline']
 
 # %% ../nbs/03_evaluate.ipynb #94cef6a9
 def _as4d(a) -> torch.Tensor:
@@ -69,7 +69,7 @@ def reconstruction_metrics(pred, target, mask=None, data_range: float | None = N
     out["data_range"] = data_range
     return out
 
-# %% ../nbs/03_evaluate.ipynb #bab577e0
+# %% ../nbs/03_evaluate.ipynb #d643bcf8
 @torch.no_grad()
 def encoder_features(model, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
     "Frozen student features: (B, C, H, W) → (B, D, H/p, W/p) from the final encoder tokens (no mask)."
@@ -128,7 +128,8 @@ def regression_metrics(y_true, y_pred) -> dict:
     ok = np.isfinite(yt) & np.isfinite(yp)
     yt, yp = yt[ok], yp[ok]
     rmse = float(np.sqrt(np.mean((yt - yp) ** 2)))
-    r2 = float(1 - np.sum((yt - yp) ** 2) / max(np.sum((yt - yt.mean()) ** 2), 1e-30))
+    ss_tot = np.sum((yt - yt.mean()) ** 2)
+    r2 = float(1 - np.sum((yt - yp) ** 2) / ss_tot) if ss_tot > 1e-12 * max(yt.size, 1) else float("nan")  # undefined for constant truth
     q1, q3 = np.percentile(yt, [25, 75])
     return {"rmse": rmse, "r2": r2, "rpiq": float((q3 - q1) / max(rmse, 1e-30)), "n": int(yt.size)}
 
@@ -158,7 +159,7 @@ def predict_head(head: TaskHead, features: torch.Tensor):
         return out[:, 0]
     return out.argmax(1)
 
-# %% ../nbs/03_evaluate.ipynb #5a182a46
+# %% ../nbs/03_evaluate.ipynb #878c7995
 _KD_MSE = dict(mse=1.0, ssim=0.0, kl=0.0, sam=0.0, distill=1.0)
 ABLATION_VARIANTS = {
     "mae": dict(mode="mae"),
@@ -178,18 +179,29 @@ def _tiles(a: torch.Tensor, p: int) -> torch.Tensor:
     t = t.movedim(len(lead), 0).movedim(len(lead) + 1 if len(lead) else 1, 1)
     return t.reshape(-1, *lead, p, p)
 
-def evaluate_run(run_dir, scene_seed: int = 1000, scene_size: int = 128, mask_seed: int = 0, head_epochs: int = 60) -> dict:
-    "Reconstruction and downstream metrics of a trained student (see above); plus its per-band table."
+def _scene_tiles(seed, size, bands, P):
+    from hyperkd.data import demo_scene
+    scene = demo_scene(seed=seed, size=size, bands=bands)
+    refl = torch.from_numpy(scene.reflectance.values)
+    n = (size // P) ** 2
+    return (scene, _tiles(refl, P), _tiles(torch.from_numpy(scene.land_cover.values), P).reshape(n, -1).mode(1).values,
+            _tiles(torch.from_numpy(scene.crop_type.values), P), _tiles(torch.from_numpy(scene.soc.values), P))
+
+def evaluate_run(run_dir, train_scenes: Sequence[int] = (1000, 1001), test_scene: int = 1002, scene_size: int = 256,
+                 mask_seed: int = 0, head_epochs: int = 60) -> dict:
+    """Reconstruction and downstream metrics of a trained student on held-out demo scenes (never seen in
+    training): reconstruction on the masked pixels of a fixed random mask over all scenes; downstream heads
+    trained on `train_scenes`, tested on `test_scene`. Returns {'metrics': {...}, 'per_band': DataFrame}."""
     from hyperkd.distill import load_student
-    from hyperkd.data import demo_scene, LAND_COVER_CLASSES, CROP_CLASSES
+    from hyperkd.data import LAND_COVER_CLASSES, CROP_CLASSES
     from hyperkd.models import random_mask
     model, stats = load_student(run_dir)
-    bands = model.in_chans
-    scene = demo_scene(seed=scene_seed, size=scene_size, bands="enmap-202" if bands == 202 else "enmap-224")
-    refl = torch.from_numpy(scene.reflectance.values)
+    bands = "enmap-202" if model.in_chans == 202 else "enmap-224"
     P = model.config["img_size"]
     mean = torch.from_numpy(stats.mean).float()[:, None, None]; std = torch.from_numpy(stats.std).float()[:, None, None]
-    tiles = _tiles(refl, P)
+    parts = [_scene_tiles(s, scene_size, bands, P) for s in (*train_scenes, test_scene)]
+    scene = parts[-1][0]
+    tiles = torch.cat([p[1] for p in parts])
     x = (tiles - mean) / std
     n = x.shape[0]
     mask = random_mask(n, model.n_tokens, 0.75, torch.Generator().manual_seed(mask_seed))
@@ -199,19 +211,15 @@ def evaluate_run(run_dir, scene_seed: int = 1000, scene_size: int = 128, mask_se
                                 wavelengths=scene.wavelength.values, band_names=list(scene.band.values))
     out = {f"{k}_masked": v for k, v in rm["masked"].items() if k != "n_pixels"}
     f = encoder_features(model, x)
-    cols = scene_size // P
-    west = (torch.arange(n) % cols) < cols // 2
-    lc = _tiles(torch.from_numpy(scene.land_cover.values), P).reshape(n, -1).mode(1).values
-    crop = _tiles(torch.from_numpy(scene.crop_type.values), P)
-    soc = _tiles(torch.from_numpy(scene.soc.values), P)
+    test = torch.zeros(n, dtype=torch.bool); test[-parts[-1][1].shape[0]:] = True
+    lc, crop, soc = (torch.cat([p[k] for p in parts]) for k in (2, 3, 4))
     up = model.patch  # feature map (P/patch)² → pixels
-    h = train_head(f[west], lc[west], "classification", len(LAND_COVER_CLASSES), epochs=head_epochs)
-    out.update({f"landcover_{k}": v for k, v in classification_metrics(lc[~west], predict_head(h, f[~west])).items()})
-    h = train_head(f[west], crop[west], "segmentation", len(CROP_CLASSES), upsample=up, epochs=head_epochs)
-    out.update({f"crop_{k}": v for k, v in segmentation_metrics(crop[~west], predict_head(h, f[~west])).items()})
-    if torch.isfinite(soc[west]).any() and torch.isfinite(soc[~west]).any():
-        h = train_head(f[west], soc[west], "regression", 1, upsample=up, epochs=head_epochs)
-        out.update({f"soc_{k}": v for k, v in regression_metrics(soc[~west], predict_head(h, f[~west])).items() if k != "n"})
+    h = train_head(f[~test], lc[~test], "classification", len(LAND_COVER_CLASSES), epochs=head_epochs)
+    out.update({f"landcover_{k}": v for k, v in classification_metrics(lc[test], predict_head(h, f[test])).items()})
+    h = train_head(f[~test], crop[~test], "segmentation", len(CROP_CLASSES), upsample=up, epochs=head_epochs)
+    out.update({f"crop_{k}": v for k, v in segmentation_metrics(crop[test], predict_head(h, f[test])).items()})
+    h = train_head(f[~test], soc[~test], "regression", 1, upsample=up, epochs=head_epochs)
+    out.update({f"soc_{k}": v for k, v in regression_metrics(soc[test], predict_head(h, f[test])).items() if k != "n"})
     return {"metrics": out, "per_band": rm["per_band"]}
 
 ABLATION_METRICS = ("psnr_masked", "ssim_masked", "sam_deg_masked", "landcover_accuracy", "landcover_macro_f1",
@@ -272,8 +280,9 @@ def ablation_table(df) -> str:
         lines.append(f"| {v} | " + " | ".join(f"{m.loc[v, c]:.3f} ± {s.loc[v, c]:.3f}" for c in cols) + " |")
     return "\n".join(lines)
 
-def plot_ablation(df, per_band, out_dir):
-    "metrics_by_variant.png (mean ± std per variant) and psnr_per_band.png (masked PSNR against wavelength)."
+def plot_ablation(df, per_band, out_dir=None):
+    """Figures of mean ± std per variant and of masked PSNR against wavelength; written as
+    metrics_by_variant.png / psnr_per_band.png when `out_dir` is given. Returns both figures."""
     from matplotlib.figure import Figure
     from hyperkd.data import atomic_file
     cols = [c for c in ABLATION_METRICS if c in df]
@@ -285,14 +294,31 @@ def plot_ablation(df, per_band, out_dir):
         ax.barh(range(len(m)), m[c], xerr=s[c], color=["0.6" if v == "mae" else "C0" for v in m.index])
         ax.set_yticks(range(len(m)), m.index, fontsize=7); ax.set_title(c, fontsize=8); ax.invert_yaxis()
     fig.tight_layout()
-    with atomic_file(Path(out_dir) / "metrics_by_variant.png") as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    fig = Figure(figsize=(9, 3.5))
+    if out_dir is not None:
+        with atomic_file(Path(out_dir) / "metrics_by_variant.png") as tmp:
+            fig.savefig(tmp, dpi=80, format="png")
+    fig1, fig = fig, Figure(figsize=(9, 3.5))
     ax = fig.subplots()
     for v, d in per_band.groupby("variant", sort=False):
         d = d.groupby("wavelength").psnr.mean()
         ax.plot(d.index, d.values, ".", ms=3, label=v)
     ax.set_xlabel("wavelength (nm)"); ax.set_ylabel("PSNR on masked pixels (dB)"); ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    with atomic_file(Path(out_dir) / "psnr_per_band.png") as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
+    if out_dir is not None:
+        with atomic_file(Path(out_dir) / "psnr_per_band.png") as tmp:
+            fig.savefig(tmp, dpi=80, format="png")
+    return fig1, fig
+
+def compare_to_baseline(df, baseline: str = "mae", variant: str = "hyperkd") -> "pd.DataFrame":
+    "Per metric: baseline and variant mean ± std over seeds, the difference, and whether it exceeds both stds."
+    import pandas as pd
+    rows = []
+    lower_better = {"sam_deg_masked", "soc_rmse"}
+    for c in [c for c in ABLATION_METRICS if c in df]:
+        a, b = df[df.variant == baseline][c], df[df.variant == variant][c]
+        d = b.mean() - a.mean()
+        better = d < 0 if c in lower_better else d > 0
+        clear = abs(d) > (a.std() if len(a) > 1 else 0) + (b.std() if len(b) > 1 else 0)
+        rows.append({"metric": c, baseline: f"{a.mean():.3f} ± {a.std():.3f}", variant: f"{b.mean():.3f} ± {b.std():.3f}",
+                     "difference": round(d, 4), "verdict": ("better" if better else "worse") + ("" if clear else " (within noise)")})
+    return pd.DataFrame(rows)
