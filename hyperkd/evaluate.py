@@ -20,7 +20,8 @@ from .losses import ssim_map, spectral_angle
 # %% auto #0
 __all__ = ['ABLATION_VARIANTS', 'ABLATION_METRICS', 'reconstruction_metrics', 'encoder_features', 'TaskHead',
            'classification_metrics', 'segmentation_metrics', 'regression_metrics', 'train_head', 'predict_head',
-           'evaluate_run', 'ablate', 'ablation_table', 'plot_ablation', 'compare_to_baseline']
+           'spectral_features', 'ridge_fit_predict', 'spectral_check', 'evaluate_run', 'ablate', 'ablation_table',
+           'plot_ablation', 'compare_to_baseline']
 
 # %% ../nbs/03_evaluate.ipynb #94cef6a9
 def _as4d(a) -> torch.Tensor:
@@ -159,7 +160,57 @@ def predict_head(head: TaskHead, features: torch.Tensor):
         return out[:, 0]
     return out.argmax(1)
 
-# %% ../nbs/03_evaluate.ipynb #878c7995
+# %% ../nbs/03_evaluate.ipynb #2ab6bed9
+@torch.no_grad()
+def spectral_features(model, stats, spectra: np.ndarray) -> torch.Tensor:
+    "(n, C) reflectance spectra in the student's bands → (n, D) frozen-encoder features (constant patches, mean token)."
+    P = model.config["img_size"]
+    x = (torch.as_tensor(spectra, dtype=torch.float32) - torch.as_tensor(stats.mean, dtype=torch.float32)) / torch.as_tensor(stats.std, dtype=torch.float32)
+    feats = [encoder_features(model, x[i:i + 64, :, None, None].expand(-1, -1, P, P)).mean((2, 3)) for i in range(0, len(x), 64)]
+    return torch.cat(feats)
+
+def ridge_fit_predict(Xtr, ytr, Xte, alpha: float = 1.0):
+    "Closed-form ridge regression on standardised features."
+    mu, sd = Xtr.mean(0), Xtr.std(0).clamp_min(1e-6)
+    A, B = (Xtr - mu) / sd, (Xte - mu) / sd
+    w = torch.linalg.solve(A.T @ A + alpha * torch.eye(A.shape[1], dtype=A.dtype), A.T @ (ytr - ytr.mean()))
+    return B @ w + ytr.mean()
+
+def spectral_check(model=None, stats=None, sensor=None, folds: int = 5, seed: int = 0, alpha: float = 1.0) -> "pd.DataFrame":
+    """Land-cover classes of earthlib's measured spectra (linear probe, `folds` seeded folds) and SOC of LimeSoDa
+    SSP.460 (ridge, its fixed 10 folds), from frozen-encoder features, or from the raw spectra when `model` is None."""
+    import pandas as pd
+    from hyperkd.data import load_spectral_library, load_soil_spectra
+    from hyperkd.spectral import Sensor, resample, enmap_preset
+    sensor = sensor or enmap_preset("enmap-202")
+    lib = load_spectral_library()
+    L = resample(lib.values[:, :, None, None], Sensor.from_metadata(lib.wavelength.values, fwhm=10.0, name="earthlib"),
+                 sensor, "srf")[:, :, 0, 0]
+    soil = load_soil_spectra("SSP.460")
+    S = resample(soil.reflectance.values[:, :, None, None], Sensor.from_metadata(soil.wavelength.values, name="SSP.460"),
+                 sensor, "srf")[:, :, 0, 0]
+    feat = (lambda a: torch.as_tensor(a, dtype=torch.float64)) if model is None else (lambda a: spectral_features(model, stats, a).double())
+    FL, FS = feat(L), feat(S)
+    classes, y = np.unique(lib.level_2.values, return_inverse=True)
+    y = torch.as_tensor(y)
+    fold = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed)) % folds
+    pred = torch.empty_like(y)
+    for k in range(folds):
+        tr, te = fold != k, fold == k
+        mu, sd = FL[tr].mean(0), FL[tr].std(0).clamp_min(1e-6)
+        h = train_head(((FL[tr] - mu) / sd).float()[:, :, None, None], y[tr], "classification", len(classes), linear=True, epochs=200, lr=1e-2)
+        pred[te] = predict_head(h, ((FL[te] - mu) / sd).float()[:, :, None, None])
+    soc, sfold = torch.tensor(soil.soc.values), torch.tensor(soil.fold.values)
+    spred = torch.empty_like(soc)
+    for k in sfold.unique():
+        tr, te = sfold != k, sfold == k
+        spred[te] = ridge_fit_predict(FS[tr], soc[tr], FS[te], alpha)
+    row = {"features": "raw spectra" if model is None else f"encoder ({model.config['embed_dim']}-d)",
+           **{f"landcover_{k}": v for k, v in classification_metrics(y.numpy(), pred.numpy()).items()},
+           **{f"soc_{k}": v for k, v in regression_metrics(soc.numpy(), spred.numpy()).items() if k != "n"}}
+    return pd.DataFrame([row])
+
+# %% ../nbs/03_evaluate.ipynb #cf0a96b7
 _KD_MSE = dict(mse=1.0, ssim=0.0, kl=0.0, sam=0.0, distill=1.0)
 ABLATION_VARIANTS = {
     "mae": dict(mode="mae"),
