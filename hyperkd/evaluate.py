@@ -20,8 +20,8 @@ from .losses import ssim_map, spectral_angle
 # %% auto #0
 __all__ = ['ABLATION_VARIANTS', 'ABLATION_METRICS', 'reconstruction_metrics', 'encoder_features', 'TaskHead',
            'classification_metrics', 'segmentation_metrics', 'regression_metrics', 'train_head', 'predict_head',
-           'spectral_features', 'ridge_fit_predict', 'spectral_check', 'evaluate_run', 'ablate', 'ablation_table',
-           'plot_ablation', 'compare_to_baseline']
+           'downstream_eval', 'spectral_features', 'ridge_fit_predict', 'spectral_check', 'evaluate_run', 'ablate',
+           'ablation_table', 'plot_ablation', 'compare_to_baseline']
 
 # %% ../nbs/03_evaluate.ipynb #94cef6a9
 def _as4d(a) -> torch.Tensor:
@@ -160,7 +160,32 @@ def predict_head(head: TaskHead, features: torch.Tensor):
         return out[:, 0]
     return out.argmax(1)
 
-# %% ../nbs/03_evaluate.ipynb #2ab6bed9
+# %% ../nbs/03_evaluate.ipynb #206f4aec
+def _collect(ds):
+    xs, ys = zip(*(ds[i] for i in range(len(ds))))
+    return torch.stack(xs), torch.stack(ys)
+
+def downstream_eval(model, train_ds, test_ds, task: str, n_out: int = 1, linear: bool = False, epochs: int = 100,
+                    seed: int = 0, ignore_index: int = 0) -> dict:
+    "Frozen-encoder features of two labelled patch datasets → a trained head → the task's metrics on `test_ds`."
+    (xtr, ytr), (xte, yte) = _collect(train_ds), _collect(test_ds)
+    ftr, fte = encoder_features(model, xtr), encoder_features(model, xte)
+    if task == "classification":
+        def majority(y):
+            out = []
+            for m in y.reshape(len(y), -1):
+                m = m[m != ignore_index]
+                out.append(m.mode().values if m.numel() else torch.tensor(ignore_index))
+            return torch.stack(out)
+        ytr, yte = majority(ytr), majority(yte)
+        h = train_head(ftr, ytr, task, n_out, linear, epochs=epochs, seed=seed)
+        return classification_metrics(yte, predict_head(h, fte))
+    h = train_head(ftr, ytr, task, n_out, linear, upsample=model.patch, epochs=epochs, seed=seed, ignore_index=ignore_index)
+    if task == "segmentation":
+        return segmentation_metrics(yte, predict_head(h, fte), ignore_index)
+    return regression_metrics(yte, predict_head(h, fte))
+
+# %% ../nbs/03_evaluate.ipynb #aa6a72b6
 @torch.no_grad()
 def spectral_features(model, stats, spectra: np.ndarray) -> torch.Tensor:
     "(n, C) reflectance spectra in the student's bands → (n, D) frozen-encoder features (constant patches, mean token)."
@@ -210,7 +235,7 @@ def spectral_check(model=None, stats=None, sensor=None, folds: int = 5, seed: in
            **{f"soc_{k}": v for k, v in regression_metrics(soc.numpy(), spred.numpy()).items() if k != "n"}}
     return pd.DataFrame([row])
 
-# %% ../nbs/03_evaluate.ipynb #cf0a96b7
+# %% ../nbs/03_evaluate.ipynb #c3b28e1e
 _KD_MSE = dict(mse=1.0, ssim=0.0, kl=0.0, sam=0.0, distill=1.0)
 ABLATION_VARIANTS = {
     "mae": dict(mode="mae"),
