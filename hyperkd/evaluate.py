@@ -18,22 +18,23 @@ import torch.nn.functional as F
 from .losses import ssim_map, spectral_angle
 
 # %% auto #0
-__all__ = ['ABLATION_VARIANTS', 'ABLATION_METRICS', 'reconstruction_metrics', 'encoder_features', 'TaskHead',
+__all__ = ['ABLATION_VARIANTS', 'ABLATION_METRICS', 'reconstruction_metrics', 'windowed_sam', 'encoder_features', 'TaskHead',
            'classification_metrics', 'segmentation_metrics', 'regression_metrics', 'train_head', 'predict_head',
            'downstream_eval', 'spectral_features', 'ridge_fit_predict', 'spectral_check', 'evaluate_run', 'ablate',
            'ablation_table', 'plot_ablation', 'compare_to_baseline']
 
-# %% ../nbs/03_evaluate.ipynb #94cef6a9
-def _as4d(a) -> torch.Tensor:
-    t = torch.as_tensor(np.asarray(a) if not torch.is_tensor(a) else a).double()
+# %% ../nbs/03_evaluate.ipynb #ed7a1c38
+def _as4d(a, dtype=torch.float64) -> torch.Tensor:
+    t = torch.as_tensor(np.asarray(a) if not torch.is_tensor(a) else a).to(dtype)
     return t[None] if t.ndim == 3 else t
 
 def reconstruction_metrics(pred, target, mask=None, data_range: float | None = None, wavelengths=None,
-                           band_names=None) -> dict:
+                           band_names=None, ssim: bool = True, dtype=torch.float64) -> dict:
     """{'all': {psnr, ssim, sam_deg, rmse}, 'masked': {...} (with a mask), 'per_band': DataFrame}.
-    Inputs in reflectance; NaN in `target` = nodata, excluded from every metric."""
+    Inputs in reflectance; NaN in `target` = nodata, excluded from every metric. `ssim=False` skips SSIM (NaN
+    in the results; it is most of the cost on big cubes), `dtype=torch.float32` halves time and memory."""
     import pandas as pd
-    p, t = _as4d(pred), _as4d(target)
+    p, t = _as4d(pred, dtype), _as4d(target, dtype)
     if p.shape != t.shape:
         raise ValueError(f"pred {tuple(p.shape)} and target {tuple(t.shape)} differ in shape.")
     valid = torch.isfinite(t).all(1, keepdim=True) & torch.isfinite(p).all(1, keepdim=True)
@@ -44,23 +45,23 @@ def reconstruction_metrics(pred, target, mask=None, data_range: float | None = N
         data_range = float(tv.max() - tv.min()) or 1.0
     regions = {"all": valid}
     if mask is not None:
-        m = _as4d(mask) if torch.as_tensor(mask).ndim >= 3 else torch.as_tensor(mask)
+        m = _as4d(mask, dtype) if torch.as_tensor(mask).ndim >= 3 else torch.as_tensor(mask)
         m = m.reshape(p.shape[0], 1, *p.shape[-2:]).bool()
         regions["masked"] = valid & m
     tz, pz = t.nan_to_num(0.0), p.nan_to_num(0.0)
-    ssim = ssim_map(pz, tz, data_range=torch.tensor(data_range, dtype=tz.dtype))
+    ssim = ssim_map(pz, tz, data_range=torch.tensor(data_range, dtype=tz.dtype)) if ssim else torch.full_like(pz[:1, :1, :1, :1], math.nan)
     sam = torch.rad2deg(spectral_angle(pz, tz))
     out, rows = {}, []
     for name, w in regions.items():
         n = w.sum()
         if n == 0:
             continue
-        wf = w.double()
+        wf = w.to(dtype)
         se_band = ((pz - tz) ** 2 * wf).sum((0, 2, 3)) / n
         mse = float(se_band.mean())
-        out[name] = {"psnr": 10 * math.log10(data_range ** 2 / max(mse, 1e-30)), "ssim": float((ssim * wf).sum() / (n * p.shape[1])),
+        out[name] = {"psnr": 10 * math.log10(data_range ** 2 / max(mse, 1e-30)), "ssim": float((ssim * wf).sum() / (n * p.shape[1])) if ssim.numel() > 1 else math.nan,
                      "sam_deg": float((sam * wf).sum() / n), "rmse": math.sqrt(mse), "n_pixels": int(n)}
-        ssim_band = (ssim * wf).sum((0, 2, 3)) / n
+        ssim_band = (ssim * wf).sum((0, 2, 3)) / n if ssim.numel() > 1 else torch.full((p.shape[1],), math.nan)
         for c in range(p.shape[1]):
             rows.append({"region": name, "band": band_names[c] if band_names is not None else c,
                          "wavelength": float(wavelengths[c]) if wavelengths is not None else np.nan,
@@ -70,7 +71,39 @@ def reconstruction_metrics(pred, target, mask=None, data_range: float | None = N
     out["data_range"] = data_range
     return out
 
-# %% ../nbs/03_evaluate.ipynb #d643bcf8
+# %% ../nbs/03_evaluate.ipynb #6e260f4b
+def windowed_sam(pred, target, half_width: int = 5, mask=None, wavelengths=None, max_pixels: int | None = None) -> np.ndarray:
+    """Mean spectral angle (degrees) over the pixels (optionally only where `mask`), of the spectra restricted to
+    ±`half_width` neighbouring bands around each band (in wavelength order when `wavelengths` are given):
+    (C,) array. Inputs (C, H, W) or (B, C, H, W) reflectance; NaN pixels excluded. `max_pixels`: average over
+    that many evenly spaced pixels only (a curve for a plot needs no more)."""
+    p, t = _as4d(pred, torch.float32), _as4d(target, torch.float32)
+    if p.shape != t.shape:
+        raise ValueError(f"pred {tuple(p.shape)} and target {tuple(t.shape)} differ in shape.")
+    order = np.argsort(wavelengths) if wavelengths is not None else np.arange(p.shape[1])
+    p, t = p[:, order], t[:, order]
+    valid = torch.isfinite(t).all(1) & torch.isfinite(p).all(1)
+    if mask is not None:
+        valid &= torch.as_tensor(np.asarray(mask)).reshape(valid.shape).bool()
+    if not valid.any():
+        raise ValueError("No valid (non-NaN, selected) pixel for the windowed SAM.")
+    idx = valid.flatten().nonzero()[:, 0]
+    if max_pixels and len(idx) > max_pixels:
+        idx = idx[torch.linspace(0, len(idx) - 1, max_pixels).long()]
+    p, t = p.permute(1, 0, 2, 3).reshape(p.shape[1], -1)[:, idx], t.permute(1, 0, 2, 3).reshape(t.shape[1], -1)[:, idx]  # (C, n)
+    C = p.shape[0]
+    zero = torch.zeros(1, p.shape[1], dtype=torch.float64)
+    cum = lambda v: torch.cat([zero, v.double().cumsum(0)])
+    pt, pp, tt = cum(p * t), cum(p * p), cum(t * t)
+    lo = np.clip(np.arange(C) - half_width, 0, C); hi = np.clip(np.arange(C) + half_width + 1, 0, C)
+    win = lambda c: c[hi] - c[lo]
+    cos = win(pt) / (win(pp) * win(tt)).sqrt().clamp_min(1e-30)
+    ang = torch.rad2deg(torch.arccos(cos.clamp(-1, 1))).mean(1).numpy()
+    out = np.empty(C)
+    out[order] = ang
+    return out
+
+# %% ../nbs/03_evaluate.ipynb #b7803d72
 @torch.no_grad()
 def encoder_features(model, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
     "Frozen student features: (B, C, H, W) → (B, D, H/p, W/p) from the final encoder tokens (no mask)."
@@ -160,7 +193,7 @@ def predict_head(head: TaskHead, features: torch.Tensor):
         return out[:, 0]
     return out.argmax(1)
 
-# %% ../nbs/03_evaluate.ipynb #206f4aec
+# %% ../nbs/03_evaluate.ipynb #ef0d4052
 def _collect(ds):
     xs, ys = zip(*(ds[i] for i in range(len(ds))))
     return torch.stack(xs), torch.stack(ys)
@@ -185,7 +218,7 @@ def downstream_eval(model, train_ds, test_ds, task: str, n_out: int = 1, linear:
         return segmentation_metrics(yte, predict_head(h, fte), ignore_index)
     return regression_metrics(yte, predict_head(h, fte))
 
-# %% ../nbs/03_evaluate.ipynb #aa6a72b6
+# %% ../nbs/03_evaluate.ipynb #dc4469e2
 @torch.no_grad()
 def spectral_features(model, stats, spectra: np.ndarray) -> torch.Tensor:
     "(n, C) reflectance spectra in the student's bands → (n, D) frozen-encoder features (constant patches, mean token)."
@@ -235,7 +268,7 @@ def spectral_check(model=None, stats=None, sensor=None, folds: int = 5, seed: in
            **{f"soc_{k}": v for k, v in regression_metrics(soc.numpy(), spred.numpy()).items() if k != "n"}}
     return pd.DataFrame([row])
 
-# %% ../nbs/03_evaluate.ipynb #c3b28e1e
+# %% ../nbs/03_evaluate.ipynb #95645e22
 _KD_MSE = dict(mse=1.0, ssim=0.0, kl=0.0, sam=0.0, distill=1.0)
 ABLATION_VARIANTS = {
     "mae": dict(mode="mae"),
