@@ -208,7 +208,7 @@ def open_explorer_inputs(checkpoint=None, cube=None, runs_dir="runs", teacher="a
         t = None
     return ExplorerInputs(model, stats, da, t, (train_config or {}).get("alignment", "range"), source, cube_source)
 
-# %% ../nbs/04_explorer.ipynb #381b4368
+# %% ../nbs/04_explorer.ipynb #c70706ef
 _RGB_NM = (650.0, 560.0, 480.0)
 
 def _gapped(wl: np.ndarray, y: np.ndarray, gap: float = 25.0):
@@ -423,17 +423,27 @@ class ReconstructionExplorer(Viewer):
         self.tap.source = dm["original"]
         return hv.Layout([dm[k] * marker for k in dm]).cols(2)
 
+    def band_slider(self) -> pn.widgets.IntSlider:
+        "A slider over the bands in wavelength order, labelled 'nm · band', two-way linked to `band`."
+        from bokeh.models import CustomJSTickFormatter
+        order = np.argsort(self.wavelengths, kind="stable")
+        pos = np.empty_like(order); pos[order] = np.arange(len(order))
+        labels = [self.band_label(int(i)) for i in order]
+        slider = pn.widgets.IntSlider(label="Band (wavelength · band)", start=0, end=len(order) - 1, value=int(pos[self.band]),
+                                      width=320, format=CustomJSTickFormatter(args={"labels": labels},
+                                                                               code="return labels[Math.round(tick)]"))
+        slider.param.watch(lambda e: setattr(self, "band", int(order[e.new])), "value")
+        self.param.watch(lambda e: setattr(slider, "value", int(pos[e.new])), "band")
+        return slider
+
     def __panel__(self):
-        order = np.argsort(self.wavelengths)
-        slider = pn.widgets.DiscreteSlider(name="Band (wavelength · band)", options={self.band_label(i): int(i) for i in order},
-                                           value=self.band, width=320)
-        slider.link(self, value="band", bidirectional=True)
+        slider = self.band_slider()
         controls = pn.Column(
             "## HyperKD explorer", slider,
-            pn.widgets.Select.from_param(self.param.mask_strategy, name="Mask strategy", width=320),
-            pn.widgets.FloatSlider.from_param(self.param.mask_ratio, name="Mask ratio", width=320),
-            pn.widgets.IntInput.from_param(self.param.seed, name="Mask seed", width=320),
-            pn.widgets.IntSlider.from_param(self.param.half_width, name="Windowed SAM half-width (bands)", width=320),
+            pn.widgets.Select.from_param(self.param.mask_strategy, label="Mask strategy", width=320),
+            pn.widgets.FloatSlider.from_param(self.param.mask_ratio, label="Mask ratio", width=320),
+            pn.widgets.IntInput.from_param(self.param.seed, label="Mask seed", width=320),
+            pn.widgets.IntSlider.from_param(self.param.half_width, label="Windowed SAM half-width (bands)", width=320),
             pn.pane.Markdown(pn.bind(self.summary, version=self.param.version), width=330, css_classes=["hkd-summary"]),
             width=350)
         spectrum = hv.DynamicMap(self._spectrum, streams=dict(pixel=self.param.pixel, band=self.param.band, version=self.param.version))
@@ -449,7 +459,7 @@ class ReconstructionExplorer(Viewer):
             pn.Row(pn.pane.HoloViews(rgb, css_classes=["hkd-rgb"]), pn.pane.HoloViews(self.aligned_view(), css_classes=["hkd-aligned"])))
         return pn.Row(controls, main)
 
-# %% ../nbs/04_explorer.ipynb #590506dd
+# %% ../nbs/04_explorer.ipynb #2a87d42d
 _TERMS = ("loss", "mse", "ssim", "kl", "sam", "distill")
 
 def run_summary(run_dir, live_s: float = 120.0) -> dict:
@@ -567,10 +577,10 @@ class RunsDashboard(Viewer):
     def __panel__(self):
         if self.refresh_s:
             pn.state.onload(lambda: pn.state.add_periodic_callback(self.refresh, period=int(self.refresh_s * 1000)))
-        select = pn.widgets.MultiSelect.from_param(self.param.runs, name="Runs (overlaid)", size=8, width=320)
+        select = pn.widgets.MultiSelect.from_param(self.param.runs, label="Runs (overlaid)", size=8, width=320)
         return pn.Row(
             pn.Column("## HyperKD runs", f"`{Path(self.runs_dir).resolve()}`", select,
-                      pn.widgets.Checkbox.from_param(self.param.log_y, name="log loss axes"), width=340),
+                      pn.widgets.Checkbox.from_param(self.param.log_y, label="log loss axes"), width=340),
             pn.Column(pn.panel(pn.bind(self._table, version=self.param.version)),
                       pn.pane.HoloViews(pn.bind(self.plots, runs=self.param.runs, version=self.param.version, log_y=self.param.log_y),
                                         css_classes=["hkd-plots"]),
