@@ -308,3 +308,18 @@ def test_runs_dashboard_in_browser(browser_page, trained_run, tmp_path):
         assert page.errors == [], page.errors
     finally:
         srv.stop()
+
+
+def test_hyperkd_explore_command(trained_run, tmp_path):
+    "`hyperkd explore` serves a page (the server builds the explorer per request); a missing cube is a clear error."
+    bad = subprocess.run([sys.executable, "-m", "hyperkd.cli", "explore", "--no-show", "--cube", str(tmp_path / "missing.tif"),
+                          "--runs-dir", str(trained_run.parent)], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "missing.tif" in bad.stderr, bad.stderr
+    port = _free_port()
+    srv = _Server([sys.executable, "-m", "hyperkd.cli", "explore", "--no-show", "--port", str(port), "--runs-dir",
+                   str(trained_run.parent), "--max-size", "64"], port, "", tmp_path / "explore.log")
+    try:
+        html = urllib.request.urlopen(srv.url, timeout=120).read().decode()
+        assert "HyperKD explorer" in html and "bokeh" in html.lower()
+    finally:
+        srv.stop()
