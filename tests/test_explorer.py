@@ -125,6 +125,8 @@ def test_band_change_updates_all_four_images(explorer):
         masked = _image_data(_find(plots, "masked input"))
         np.testing.assert_array_equal(np.isnan(masked), np.flipud(r.mask))
         assert explorer.band_label(band) in _find(plots, "original").title.text
+    four = [_find(plots, k) for k in ("original", "masked input", "reconstruction", "|error|")]
+    assert len({id(p.x_range) for p in four}) == 1 and len({id(p.y_range) for p in four}) == 1  # shared zoom and pan
 
 
 def test_mask_controls_rerun_the_model(explorer):
