@@ -34,7 +34,7 @@ __all__ = ['MODES', 'TrainConfig', 'parse_override', 'apply_overrides', 'git_rev
            'step_noise', 'cache_dir', 'small_teacher_path', 'build_teacher', 'TrainingDiverged', 'resolve_device',
            'warmup_cosine', 'Trainer', 'train', 'resume', 'load_student', 'read_metrics']
 
-# %% ../nbs/02_distill.ipynb #256f7294
+# %% ../nbs/02_distill.ipynb #3aa03d06
 MODES = ("distill", "mae", "teacher")
 
 @dataclass
@@ -84,6 +84,7 @@ class TrainConfig:
     # running
     device: str = "auto"
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    compile_loss: str = "auto"  # torch.compile the loss: "auto" (on CUDA), "on", "off"
     ckpt_every: int = 50
     log_every: int = 5
     num_workers: int = 0
@@ -258,16 +259,19 @@ def build_teacher(cfg: TrainConfig, device="cpu", log=print) -> PrithviMAE:
     teacher.requires_grad_(False)
     return teacher.eval().to(device)
 
-# %% ../nbs/02_distill.ipynb #41a84b4e
+# %% ../nbs/02_distill.ipynb #20675998
 class TrainingDiverged(FloatingPointError):
     "The loss became NaN/inf; the run stopped without taking that step."
 
 def resolve_device(name: str = "auto") -> torch.device:
+    "'auto' → this process's GPU (LOCAL_RANK under torchrun) or the CPU; 'cuda' gets an explicit index the same way."
     if name == "auto":
-        if dist.is_available() and dist.is_initialized() and torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) if dist.is_available() and dist.is_initialized()
+                           else torch.cuda.current_device())
+    return dev
 
 def _init_distributed():
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -334,6 +338,12 @@ class Trainer:
         if self.world > 1:
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.loss_fn = HyperKDLoss(cfg.loss, cfg.distill_kind, ssim_data_range=cfg.ssim_data_range)
+        if cfg.compile_loss not in ("auto", "on", "off"):
+            raise ValueError(f"compile_loss must be 'auto', 'on' or 'off', got {cfg.compile_loss!r}.")
+        if cfg.compile_loss == "on" or (cfg.compile_loss == "auto" and self.device.type == "cuda"):
+            # the SSIM/KL/SAM terms are chains of elementwise ops over every band and pixel: fused kernels read the
+            # batch a few times instead of dozens (CUDA: ~3x faster loss; compiled once, at the first step)
+            self.loss_fn = torch.compile(self.loss_fn, dynamic=False)
         decay = [p for n, p in self.model.named_parameters() if p.ndim > 1 and "token" not in n]
         no_decay = [p for n, p in self.model.named_parameters() if not (p.ndim > 1 and "token" not in n)]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
