@@ -35,7 +35,7 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
     d = (pred - target.nan_to_num(0.0)).square()
     return _wmean(torch.where(w.bool(), d, torch.zeros_like(d)), w)
 
-# %% ../nbs/01c_losses.ipynb #77cc3799
+# %% ../nbs/01c_losses.ipynb #a9c07144
 def _gauss_1d(size: int, sigma: float, device, dtype):
     ax = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
     g = torch.exp(-0.5 * (ax / sigma) ** 2)
@@ -63,8 +63,14 @@ def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 7, sigma: f
     g = _gauss_1d(window, sigma, t.device, t.dtype)
     H, W = t.shape[-2:]
     bh, bw = _blur_matrix(g, H), _blur_matrix(g, W)
-    # separable Gaussian blur of the 5 stacked moment maps as two matrix products (BLAS-fast, forward and backward)
-    mu_p, mu_t, ep, et, ept = bh.T @ torch.stack([p, t, p * p, t * t, p * t]) @ bw
+    # separable Gaussian blur of the 5 stacked moment maps as two matrix products (BLAS-fast, forward and backward);
+    # the target's two maps carry no gradient: blurred apart, outside autograd (~20% less work per step)
+    if t.requires_grad:
+        mu_p, mu_t, ep, et, ept = bh.T @ torch.stack([p, t, p * p, t * t, p * t]) @ bw
+    else:
+        with torch.no_grad():
+            mu_t, et = bh.T @ torch.stack([t, t * t]) @ bw
+        mu_p, ep, ept = bh.T @ torch.stack([p, p * p, p * t]) @ bw
     spp, stt, spt = ep - mu_p ** 2, et - mu_t ** 2, ept - mu_p * mu_t
     return ((2 * mu_p * mu_t + c1) * (2 * spt + c2)) / ((mu_p ** 2 + mu_t ** 2 + c1) * (spp + stt + c2))
 
