@@ -29,6 +29,19 @@ def sync(dev):
         torch.cuda.synchronize()
 
 
+def matmul_peak(dev, n: int, dtype) -> float:
+    "FLOP/s of an n x n x n matrix product (best of 10 after 3 warm-ups)."
+    A, B = torch.randn(n, n, device=dev, dtype=dtype), torch.randn(n, n, device=dev, dtype=dtype)
+    for _ in range(3):
+        A @ B
+    sync(dev)
+    t = time.perf_counter()
+    for _ in range(10):
+        A @ B
+    sync(dev)
+    return 2 * n ** 3 * 10 / (time.perf_counter() - t)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=8)
@@ -59,29 +72,10 @@ def main():
     }
     if a.no_compile:
         variants.pop("hyperkd-compiled")
-    n = 2048 if a.device != "cpu" and torch.cuda.is_available() else 2048
     dev = Trainer(variants["mae"]).device
-    A, B = torch.randn(n, n, device=dev), torch.randn(n, n, device=dev)
-    for _ in range(3):
-        A @ B
-    sync(dev)
-    t = time.perf_counter()
-    for _ in range(10):
-        A @ B
-    sync(dev)
-    peak = 2 * n ** 3 * 10 / (time.perf_counter() - t)
-    kind = "fp32"
+    peak, kind = matmul_peak(dev, 2048, torch.float32), "fp32"
     if dev.type == "cuda":  # the steps run under bf16 autocast there: compare with the bf16 matmul peak
-        n = 8192
-        A, B = torch.randn(n, n, device=dev, dtype=torch.bfloat16), torch.randn(n, n, device=dev, dtype=torch.bfloat16)
-        for _ in range(3):
-            A @ B
-        sync(dev)
-        t = time.perf_counter()
-        for _ in range(10):
-            A @ B
-        sync(dev)
-        peak, kind = 2 * n ** 3 * 10 / (time.perf_counter() - t), "bf16"
+        peak, kind = matmul_peak(dev, 8192, torch.bfloat16), "bf16"
     print(f"device {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}), torch {torch.__version__}; "
           f"{kind} matmul peak {peak / 1e9:.0f} GFLOP/s; batch {a.batch}, {a.img} px, patch {a.patch}, student {a.student}")
     times, flops = {}, {}

@@ -512,7 +512,7 @@ def band_stats(items, band_names=(), wavelengths=None, progress: bool = False, m
     std = np.maximum(np.sqrt(m2 / np.maximum(n - 1, 1)), min_std)
     return BandStats(mean, std, n, tuple(band_names), None if wavelengths is None else np.asarray(wavelengths, dtype=float))
 
-# %% ../nbs/01_data.ipynb #f8a18dbf
+# %% ../nbs/01_data.ipynb #f0b4192d
 @dataclass
 class _Source:
     path: str | None  # file read with rasterio, or None for an in-memory array
@@ -588,31 +588,27 @@ def _source_from_cube(cube: xr.DataArray, name: str) -> tuple[_Source, Sensor]:
                    arr.shape[1], arr.shape[2], arr, name), sensor
 
 _HANDLES: dict = {}
-
-def _handle(path):
-    "One rasterio handle per (process, file): DataLoader workers each open their own."
-    import rasterio
-    key = (os.getpid(), path)
-    h = _HANDLES.get(key)
-    if h is None:
-        if len(_HANDLES) > 256:
-            for k in [k for k in _HANDLES if k[0] == os.getpid()][:128]:
-                _HANDLES.pop(k).close()
-        h = _HANDLES[key] = rasterio.open(path)
-    return h
-
 _FDS: dict = {}
 
-def _fd(path) -> int:
-    "One OS file descriptor per (process, file), for direct block reads."
+def _per_process(cache: dict, path, open_, close):
+    "One open handle per (process, file), the oldest half closed past 256: DataLoader workers each open their own."
     key = (os.getpid(), path)
-    fd = _FDS.get(key)
-    if fd is None:
-        if len(_FDS) > 256:
-            for k in [k for k in _FDS if k[0] == os.getpid()][:128]:
-                os.close(_FDS.pop(k))
-        fd = _FDS[key] = os.open(path, os.O_RDONLY)
-    return fd
+    h = cache.get(key)
+    if h is None:
+        if len(cache) > 256:
+            for k in [k for k in cache if k[0] == os.getpid()][:128]:
+                close(cache.pop(k))
+        h = cache[key] = open_(path)
+    return h
+
+def _handle(path):
+    "The rasterio dataset of `path` for this process."
+    import rasterio
+    return _per_process(_HANDLES, path, rasterio.open, lambda h: h.close())
+
+def _fd(path) -> int:
+    "The OS file descriptor of `path` for this process, for direct block reads."
+    return _per_process(_FDS, path, lambda p: os.open(p, os.O_RDONLY), os.close)
 
 def _read_blocks(src: _Source, y: int, x: int, s: int) -> np.ndarray:
     "The (s, s, count) pixels of window (y, x) read straight from the file's blocks (one pread per block)."
