@@ -259,7 +259,7 @@ def build_teacher(cfg: TrainConfig, device="cpu", log=print) -> PrithviMAE:
     teacher.requires_grad_(False)
     return teacher.eval().to(device)
 
-# %% ../nbs/02_distill.ipynb #20675998
+# %% ../nbs/02_distill.ipynb #2523ef5d
 class TrainingDiverged(FloatingPointError):
     "The loss became NaN/inf; the run stopped without taking that step."
 
@@ -367,9 +367,16 @@ class Trainer:
         return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                 "step": self.step, "config": asdict(self.cfg)}
 
-    def save_checkpoint(self):
+    def save_checkpoint(self, figure_every_s: float = 60.0):
+        "checkpoint.pt (atomic); also reconstruction.png when the last one is older than `figure_every_s` (live dashboards)."
         if self.rank == 0:
             _atomic_torch_save(self._checkpoint(), self.run_dir / "checkpoint.pt")
+            if time.time() - getattr(self, "_figure_time", 0.0) > figure_every_s and self.cfg.mode != "teacher":
+                self._figure_time = time.time()
+                try:
+                    self.reconstruction_figure(self.run_dir / "reconstruction.png")
+                except Exception as e:  # a figure must never cost the run
+                    self.log(f"Could not draw the reconstruction figure: {e}")
 
     def _load_checkpoint(self):
         path = self.run_dir / "checkpoint.pt"

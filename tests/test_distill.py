@@ -128,3 +128,16 @@ def test_dn_loader_trains_identically(tmp_path):
     with pytest.raises(ValueError, match="loader='dn': output='dn' needs file sources"):
         Trainer(TrainConfig.for_mode("mae", runs_dir=str(tmp_path / "runs"), name="demo-dn", loader="dn", data="demo",
                                      demo_scenes=1, demo_size=64, img_size=32, progress=False), log=lambda *a: None)
+
+
+def test_checkpoint_draws_the_figure_for_live_dashboards(tmp_path):
+    "A run in progress has a reconstruction.png from its first checkpoint (redrawn at most once a minute)."
+    cfg = TrainConfig.for_mode("mae", name="live", runs_dir=str(tmp_path), data="demo", demo_scenes=1, demo_size=64,
+                               img_size=32, patch_size=8, batch_size=4, steps=2, progress=False)
+    t = Trainer(cfg, log=lambda *a: None)
+    t.save_checkpoint()
+    fig = tmp_path / "live" / "reconstruction.png"
+    assert fig.read_bytes()[:4] == b"\x89PNG" and not (tmp_path / "live" / "student.pt").exists()
+    mtime = fig.stat().st_mtime_ns
+    t.save_checkpoint()  # within the minute: not redrawn
+    assert fig.stat().st_mtime_ns == mtime
