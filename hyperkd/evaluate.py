@@ -71,12 +71,14 @@ def reconstruction_metrics(pred, target, mask=None, data_range: float | None = N
     out["data_range"] = data_range
     return out
 
-# %% ../nbs/03_evaluate.ipynb #6e260f4b
-def windowed_sam(pred, target, half_width: int = 5, mask=None, wavelengths=None, max_pixels: int | None = None) -> np.ndarray:
+# %% ../nbs/03_evaluate.ipynb #90cdc2b9
+def windowed_sam(pred, target, half_width: int = 5, mask=None, wavelengths=None, max_pixels: int | None = None,
+                 gap_nm: float = 25.0) -> np.ndarray:
     """Mean spectral angle (degrees) over the pixels (optionally only where `mask`), of the spectra restricted to
     ±`half_width` neighbouring bands around each band (in wavelength order when `wavelengths` are given):
     (C,) array. Inputs (C, H, W) or (B, C, H, W) reflectance; NaN pixels excluded. `max_pixels`: average over
-    that many evenly spaced pixels only (a curve for a plot needs no more)."""
+    that many evenly spaced pixels only (a curve for a plot needs no more). With wavelengths, windows stop at gaps
+    wider than `gap_nm` (the absorption bands a band set leaves out), so they never join unrelated spectral regions."""
     p, t = _as4d(pred, torch.float32), _as4d(target, torch.float32)
     if p.shape != t.shape:
         raise ValueError(f"pred {tuple(p.shape)} and target {tuple(t.shape)} differ in shape.")
@@ -96,6 +98,10 @@ def windowed_sam(pred, target, half_width: int = 5, mask=None, wavelengths=None,
     cum = lambda v: torch.cat([zero, v.double().cumsum(0)])
     pt, pp, tt = cum(p * t), cum(p * p), cum(t * t)
     lo = np.clip(np.arange(C) - half_width, 0, C); hi = np.clip(np.arange(C) + half_width + 1, 0, C)
+    if wavelengths is not None:  # segments between gaps: a window stays inside its own
+        seg = np.concatenate([[0], np.cumsum(np.diff(np.asarray(wavelengths, float)[order]) > gap_nm)])
+        first = np.searchsorted(seg, seg, side="left"); last = np.searchsorted(seg, seg, side="right")
+        lo, hi = np.maximum(lo, first), np.minimum(hi, last)
     win = lambda c: c[hi] - c[lo]
     cos = win(pt) / (win(pp) * win(tt)).sqrt().clamp_min(1e-30)
     ang = torch.rad2deg(torch.arccos(cos.clamp(-1, 1))).mean(1).numpy()
