@@ -325,3 +325,18 @@ def test_hyperkd_explore_command(trained_run, tmp_path):
         assert "HyperKD explorer" in html and "bokeh" in html.lower()
     finally:
         srv.stop()
+
+
+def test_enmap_product_with_224_bands(trained_run, tmp_path):
+    "An EnMAP L2A product folder (all 224 bands) opens in the explorer with the run's 202 bands selected."
+    from hyperkd.data import write_enmap_product
+    from hyperkd.spectral import ENMAP
+    want = demo_scene(seed=1003, size=48).reflectance
+    full = want.drop_vars(["wavelength", "fwhm"]).reindex(band=list(ENMAP.band_names), fill_value=0.01)  # 22 absorption bands
+    full = full.assign_coords(wavelength=("band", ENMAP.wavelengths), fwhm=("band", ENMAP.fwhm))
+    prod = write_enmap_product(full, tmp_path)
+    i = open_explorer_inputs(trained_run, prod, log=lambda *a: None)
+    assert i.cube.shape == (202, 48, 48) and list(i.cube.band.values) == list(want.band.values)
+    np.testing.assert_allclose(i.cube.values, want.values, atol=6e-5)  # int16 DNs with gain 1e-4
+    ex = ReconstructionExplorer(i.model, i.stats, i.cube, cube_source=i.cube_source)
+    assert ex.result.reconstruction.shape == (202, 48, 48) and str(prod) in ex.summary()
