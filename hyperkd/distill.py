@@ -34,7 +34,7 @@ __all__ = ['MODES', 'TrainConfig', 'parse_override', 'apply_overrides', 'git_rev
            'step_noise', 'cache_dir', 'small_teacher_path', 'build_teacher', 'TrainingDiverged', 'resolve_device',
            'warmup_cosine', 'Trainer', 'train', 'resume', 'load_student', 'read_metrics']
 
-# %% ../nbs/02_distill.ipynb #3aa03d06
+# %% ../nbs/02_distill.ipynb #bab794d8
 MODES = ("distill", "mae", "teacher")
 
 @dataclass
@@ -73,6 +73,7 @@ class TrainConfig:
     loss: dict = field(default_factory=lambda: asdict(LossWeights()))
     distill_kind: str = "mse"
     ssim_data_range: float = 4.0  # normalised units: about ±2 standard deviations per band
+    ssim_window: str = "gaussian"  # "gaussian" (7 x 7 sliding window, sigma 1.5) or "patch" (one window per MAE patch)
     # optimisation
     steps: int = 300
     batch_size: int = 8
@@ -101,6 +102,8 @@ class TrainConfig:
                     raise ValueError(f"Config {f.name}={v!r}: expected a number.") from None
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
+        if self.ssim_window not in ("gaussian", "patch"):
+            raise ValueError(f"ssim_window must be 'gaussian' or 'patch', got {self.ssim_window!r}.")
         if self.mask not in MASK_STRATEGIES:
             raise ValueError(f"mask must be one of {MASK_STRATEGIES}, got {self.mask!r}.")
         bad = set(self.loss) - set(asdict(LossWeights()))
@@ -259,7 +262,7 @@ def build_teacher(cfg: TrainConfig, device="cpu", log=print) -> PrithviMAE:
     teacher.requires_grad_(False)
     return teacher.eval().to(device)
 
-# %% ../nbs/02_distill.ipynb #2523ef5d
+# %% ../nbs/02_distill.ipynb #ef1d57dd
 class TrainingDiverged(FloatingPointError):
     "The loss became NaN/inf; the run stopped without taking that step."
 
@@ -337,13 +340,16 @@ class Trainer:
         self.net = self.model
         if self.world > 1:
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
-        self.loss_fn = HyperKDLoss(cfg.loss, cfg.distill_kind, ssim_data_range=cfg.ssim_data_range)
+        self.loss_fn = HyperKDLoss(cfg.loss, cfg.distill_kind, ssim_data_range=cfg.ssim_data_range,
+                                   ssim_window=7 if cfg.ssim_window == "gaussian" else "patch", patch_size=cfg.patch_size)
+        self._loss = self._loss_terms
         if cfg.compile_loss not in ("auto", "on", "off"):
             raise ValueError(f"compile_loss must be 'auto', 'on' or 'off', got {cfg.compile_loss!r}.")
         if cfg.compile_loss == "on" or (cfg.compile_loss == "auto" and self.device.type == "cuda"):
             # the SSIM/KL/SAM terms are chains of elementwise ops over every band and pixel: fused kernels read the
             # batch a few times instead of dozens (CUDA: ~3x faster loss; compiled once, at the first step)
-            self.loss_fn = torch.compile(self.loss_fn, dynamic=False)
+            # (the compiled function includes the conversion to reflectance for the spectral terms)
+            self._loss = torch.compile(self._loss_terms, dynamic=False)
         decay = [p for n, p in self.model.named_parameters() if p.ndim > 1 and "token" not in n]
         no_decay = [p for n, p in self.model.named_parameters() if not (p.ndim > 1 and "token" not in n)]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -413,6 +419,14 @@ class Trainer:
         return spatial_guided_mask(img, cfg.mask_ratio, cfg.mask, cfg.patch_size, cfg.mask_temperature, cfg.mask_uniform_mix,
                                    teacher=self.teacher, teacher_input=t_in, noise=noise)
 
+    def _loss_terms(self, pred, x, mask, s_feats, t_feats):
+        "The loss on the student's reconstruction (the spectral terms on reflectance); compiled on CUDA."
+        pred = pred.float()
+        spectral = self.cfg.loss.get("kl", 0) or self.cfg.loss.get("sam", 0)
+        return self.loss_fn(pred, x, mask, pred_refl=pred * self.std + self.mean if spectral else None,
+                            target_refl=x * self.std + self.mean if spectral else None,
+                            student_tokens=s_feats, teacher_tokens=t_feats)
+
     def compute_loss(self, x: torch.Tensor, micro: int):
         "Total loss and its terms for one micro-batch (normalised input x on the device)."
         cfg = self.cfg
@@ -433,12 +447,7 @@ class Trainer:
                 s_feats = {i: out.projected[l] for i, l in enumerate(cfg.student_layers)}
             else:
                 s_feats = None
-        pred = out.pred.float()
-        spectral = cfg.loss.get("kl", 0) or cfg.loss.get("sam", 0)
-        total, terms = self.loss_fn(pred, x, out.mask_pixels,
-                                    pred_refl=pred * self.std + self.mean if spectral else None,
-                                    target_refl=x * self.std + self.mean if spectral else None,
-                                    student_tokens=s_feats, teacher_tokens=t_feats)
+        total, terms = self._loss(out.pred, x, out.mask_pixels, s_feats, t_feats)
         return total, {k: v.detach() for k, v in terms.items()}
 
     def _to_device(self, batch: torch.Tensor) -> torch.Tensor:

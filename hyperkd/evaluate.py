@@ -274,7 +274,7 @@ def spectral_check(model=None, stats=None, sensor=None, folds: int = 5, seed: in
            **{f"soc_{k}": v for k, v in regression_metrics(soc.numpy(), spred.numpy()).items() if k != "n"}}
     return pd.DataFrame([row])
 
-# %% ../nbs/03_evaluate.ipynb #95645e22
+# %% ../nbs/03_evaluate.ipynb #f4976cba
 _KD_MSE = dict(mse=1.0, ssim=0.0, kl=0.0, sam=0.0, distill=1.0)
 ABLATION_VARIANTS = {
     "mae": dict(mode="mae"),
@@ -285,6 +285,7 @@ ABLATION_VARIANTS = {
        for m in ("gradient", "variance", "teacher_norm", "teacher_attention")},
     "kd-range+loss": dict(mode="distill", alignment="range", mask="random"),
     "hyperkd": dict(mode="distill", alignment="range", mask="gradient"),
+    "hyperkd-patch-ssim": dict(mode="distill", alignment="range", mask="gradient", ssim_window="patch"),
 }
 
 def _tiles(a: torch.Tensor, p: int) -> torch.Tensor:

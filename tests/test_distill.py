@@ -141,3 +141,31 @@ def test_checkpoint_draws_the_figure_for_live_dashboards(tmp_path):
     mtime = fig.stat().st_mtime_ns
     t.save_checkpoint()  # within the minute: not redrawn
     assert fig.stat().st_mtime_ns == mtime
+
+
+def test_compiled_loss_equals_eager_for_both_ssim_windows(tmp_path, monkeypatch):
+    """compile_loss='on' (the CUDA default, here on the CPU) gives the eager loss terms and gradients, with the
+    Gaussian and the per-patch SSIM; a 'patch' run trains and logs every term."""
+    monkeypatch.setenv("HYPERKD_CACHE", str(tmp_path / "cache"))
+    common = dict(runs_dir=str(tmp_path), data="demo", demo_scenes=1, demo_size=64, img_size=32, patch_size=8,
+                  batch_size=4, teacher_steps=4, progress=False, steps=2, log_every=1, ckpt_every=2)
+    for window in ("gaussian", "patch"):
+        trainers = {c: Trainer(TrainConfig.for_mode("distill", name=f"{window}-{c}", compile_loss=c, ssim_window=window,
+                                                    **common), log=lambda *a: None) for c in ("off", "on")}
+        x = torch.stack([trainers["off"].dataset[i] for i in range(4)])
+        out = {}
+        for c, tr in trainers.items():
+            tr.opt.zero_grad()
+            total, terms = tr.compute_loss(x, 0)
+            total.backward()
+            out[c] = terms, [p.grad.clone() for p in tr.model.parameters() if p.grad is not None]
+        assert sorted(out["on"][0]) == ["distill", "kl", "mse", "sam", "ssim"]
+        for k in out["off"][0]:
+            torch.testing.assert_close(out["on"][0][k], out["off"][0][k], rtol=1e-4, atol=1e-6)
+        for a, b in zip(out["on"][1], out["off"][1]):
+            torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-6)
+    assert trainers["off"].loss_fn.ssim_window == "patch"
+    m = read_metrics(trainers["off"].fit())
+    assert {"ssim", "kl", "sam", "distill"} <= set(m.columns) and m.ssim.notna().all() and (m.ssim > 0).all()
+    with pytest.raises(ValueError, match="ssim_window must be 'gaussian' or 'patch'"):
+        TrainConfig(ssim_window="box")
