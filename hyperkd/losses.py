@@ -18,7 +18,7 @@ import torch.nn.functional as F
 __all__ = ['masked_mse', 'ssim_map', 'ssim_loss', 'block_ssim', 'patch_ssim_loss', 'spectral_kl', 'spectral_angle', 'sam_loss',
            'feature_distill_loss', 'LossWeights', 'HyperKDLoss']
 
-# %% ../nbs/01c_losses.ipynb #6d95a74d
+# %% ../nbs/01c_losses.ipynb #ddc53e5e
 def _weights(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     "(B, 1, H, W) float weights; all ones when `mask` is None; NaN pixels get weight 0."
     w = torch.ones_like(x[:, :1]) if mask is None else mask.to(x.dtype).expand(x.shape[0], 1, *x.shape[-2:])
@@ -30,13 +30,14 @@ def _wmean(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     den = (w.sum() * (v.shape[1] if v.shape[1] != w.shape[1] else 1))
     return num / den.clamp_min(1e-12)
 
+def _mse_w(pred, t0, w):
+    return _wmean((pred - t0).square(), w)
+
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     "Mean squared error over bands and the weighted pixels (the MAE reconstruction loss)."
-    w = _weights(target, mask) * _weights(pred, None)
-    d = (pred - target.nan_to_num(0.0)).square()
-    return _wmean(torch.where(w.bool(), d, torch.zeros_like(d)), w)
+    return _mse_w(pred, target.nan_to_num(0.0), _weights(target, mask))
 
-# %% ../nbs/01c_losses.ipynb #83e1b479
+# %% ../nbs/01c_losses.ipynb #815db3f0
 def _gauss_1d(size: int, sigma: float, device, dtype):
     ax = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
     g = torch.exp(-0.5 * (ax / sigma) ** 2)
@@ -66,8 +67,8 @@ def _ssim_from_moments(mu_p, mu_t, ep, et, ept, c1, c2) -> torch.Tensor:
 
 def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 7, sigma: float = 1.5,
              data_range: torch.Tensor | float | None = None) -> torch.Tensor:
-    "Per-band SSIM map (B, C, H, W) (borders reflect-padded)."
-    t, p = target.nan_to_num(0.0), pred.nan_to_num(0.0)
+    "Per-band SSIM map (B, C, H, W) of NaN-free images (borders reflect-padded; nodata: `ssim_loss`)."
+    t, p = target, pred
     c1, c2 = _ssim_constants(t, data_range)
     g = _gauss_1d(window, sigma, t.device, t.dtype)
     H, W = t.shape[-2:]
@@ -84,20 +85,23 @@ def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 7, sigma: f
 
 def ssim_loss(pred, target, mask=None, window: int = 7, data_range=None) -> torch.Tensor:
     "1 − mean SSIM over bands and weighted pixels."
-    w = _weights(target, mask)
-    return 1.0 - _wmean(ssim_map(pred, target, window, data_range=data_range), w)
+    return _ssim_w(pred, target.nan_to_num(0.0), _weights(target, mask), window, data_range)
 
-# %% ../nbs/01c_losses.ipynb #f9a254f7
+def _ssim_w(pred, t0, w, window, data_range):
+    return 1.0 - _wmean(ssim_map(pred, t0, window, data_range=data_range), w)
+
+# %% ../nbs/01c_losses.ipynb #225b9d7d
 def block_ssim(pred: torch.Tensor, target: torch.Tensor, block: int, mask: torch.Tensor | None = None,
                data_range: torch.Tensor | float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """SSIM per band in non-overlapping `block` x `block` windows: (B, C, H/block, W/block) SSIM, and the
     (B, 1, H/block, W/block) fraction of each block's pixels its statistics use (weighted, valid pixels)."""
-    H, W = target.shape[-2:]
+    return _block_ssim_w(pred, target.nan_to_num(0.0), _weights(target, mask), block, data_range)
+
+def _block_ssim_w(p, t, w, block, data_range):
+    H, W = t.shape[-2:]
     if H % block or W % block:
         raise ValueError(f"Image size {H}x{W} is not a multiple of the SSIM block size {block} "
                          "(use the model's patch size).")
-    w = _weights(target, mask) * _weights(pred, None)
-    t, p = target.nan_to_num(0.0), pred.nan_to_num(0.0)
     c1, c2 = _ssim_constants(t, data_range)
     n = F.avg_pool2d(w, block)
     inv = n.clamp_min(1e-12).reciprocal()  # weighted means: pooled (w·z) / pooled w
@@ -110,15 +114,20 @@ def block_ssim(pred: torch.Tensor, target: torch.Tensor, block: int, mask: torch
 
 def patch_ssim_loss(pred, target, mask=None, patch: int = 16, data_range=None) -> torch.Tensor:
     "1 − mean block SSIM over bands and blocks (`patch` x `patch`), blocks weighted by their weighted pixels."
-    s, n = block_ssim(pred, target, patch, mask, data_range)
+    return _patch_ssim_w(pred, target.nan_to_num(0.0), _weights(target, mask), patch, data_range)
+
+def _patch_ssim_w(pred, t0, w, patch, data_range):
+    s, n = _block_ssim_w(pred, t0, w, patch, data_range)
     return 1.0 - (s * n).sum() / (n.sum() * s.shape[1]).clamp_min(1e-12)
 
-# %% ../nbs/01c_losses.ipynb #2fefc387
+# %% ../nbs/01c_losses.ipynb #1d0684fe
 def spectral_kl(pred, target, mask=None, eps: float = 1e-4) -> torch.Tensor:
     "KL(target ‖ pred) between per-pixel spectra normalised to distributions over bands (use reflectance)."
-    w = _weights(target, mask)
+    return _kl_w(pred, target.nan_to_num(eps), _weights(target, mask), eps)
+
+def _kl_w(pred, target, w, eps: float = 1e-4):
     p = pred.clamp_min(eps)
-    t = target.nan_to_num(eps).clamp_min(eps)
+    t = target.clamp_min(eps)
     # KL(t || p) with p, t normalised = sum t' (log t' - log p'), and log p' = log p - log sum p (no full-size division)
     tn = t * t.sum(1, keepdim=True).reciprocal()
     kl = (tn * (t.log() - p.log())).sum(1, keepdim=True) - tn.sum(1, keepdim=True) * (
@@ -131,8 +140,8 @@ def spectral_angle(pred, target, eps: float = 1e-12) -> torch.Tensor:
     b = target * target.norm(dim=1, keepdim=True).clamp_min(eps).reciprocal()
     diff = (a - b).square().sum(1, keepdim=True)
     summ = (a + b).square().sum(1, keepdim=True)
-    # sqrt with a zero-safe gradient: d sqrt(x)/dx is infinite at 0, so route x == 0 through a constant
-    sq = lambda v: torch.where(v > 0, v.clamp_min(1e-30).sqrt(), torch.zeros_like(v))
+    # sqrt with a zero-safe gradient: d sqrt(x)/dx is infinite at 0, so route x == 0 through a constant (NaN stays NaN)
+    sq = lambda v: torch.where(v == 0, torch.zeros_like(v), v.clamp_min(1e-30).sqrt())
     return 2 * torch.atan2(sq(diff), sq(summ))
 
 def sam_loss(pred, target, mask=None) -> torch.Tensor:
@@ -157,7 +166,7 @@ def feature_distill_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str
         return (1 - F.cosine_similarity(s, t, dim=-1)).mean()
     raise ValueError(f"Unknown distillation loss {kind!r}; choose 'mse' or 'cosine'.")
 
-# %% ../nbs/01c_losses.ipynb #4e0f20bf
+# %% ../nbs/01c_losses.ipynb #5ccb04dc
 @dataclass
 class LossWeights:
     mse: float = 1.0
@@ -182,17 +191,22 @@ class HyperKDLoss(nn.Module):
     def forward(self, pred, target, mask=None, pred_refl=None, target_refl=None, student_tokens=None,
                 teacher_tokens=None):
         """pred/target in normalised units (B, C, H, W); `mask` (B, 1, H, W) weights; `*_refl` the same in
-        reflectance for the spectral terms (defaults to pred/target); token dicts {layer: (B, T, D)}."""
+        reflectance for the spectral terms (defaults to pred/target; `target_refl` has `target`'s nodata);
+        token dicts {layer: (B, T, D)}."""
         w, terms = self.weights, {}
         pr = pred if pred_refl is None else pred_refl
         tr = target if target_refl is None else target_refl
-        if w.mse: terms["mse"] = masked_mse(pred, target, mask)
+        valid = _weights(target, mask)  # nodata found once (the reflectance target shares it) and filled once
+        t0 = target.nan_to_num(0.0)
+        if w.mse: terms["mse"] = _mse_w(pred, t0, valid)
         if w.ssim:
-            terms["ssim"] = (patch_ssim_loss(pred, target, mask, self.patch_size, self.ssim_data_range)
+            terms["ssim"] = (_patch_ssim_w(pred, t0, valid, self.patch_size, self.ssim_data_range)
                              if self.ssim_window == "patch" else
-                             ssim_loss(pred, target, mask, self.ssim_window, self.ssim_data_range))
-        if w.kl: terms["kl"] = spectral_kl(pr, tr, mask)
-        if w.sam: terms["sam"] = sam_loss(pr, tr, mask)
+                             _ssim_w(pred, t0, valid, self.ssim_window, self.ssim_data_range))
+        if w.kl or w.sam:
+            tr0 = t0 if tr is target else tr.nan_to_num(1e-4)
+            if w.kl: terms["kl"] = _kl_w(pr, tr0, valid)
+            if w.sam: terms["sam"] = _wmean(spectral_angle(pr, tr0), valid)
         if w.distill and student_tokens and teacher_tokens:
             missing = set(student_tokens) ^ set(teacher_tokens)
             if missing:
