@@ -169,3 +169,24 @@ def test_compiled_loss_equals_eager_for_both_ssim_windows(tmp_path, monkeypatch)
     assert {"ssim", "kl", "sam", "distill"} <= set(m.columns) and m.ssim.notna().all() and (m.ssim > 0).all()
     with pytest.raises(ValueError, match="ssim_window must be 'gaussian' or 'patch'"):
         TrainConfig(ssim_window="box")
+
+
+def test_nan_reconstruction_stops_the_run(tmp_path, monkeypatch):
+    "A model whose output turns NaN stops with TrainingDiverged (the MSE must not average NaN pixels away as nodata)."
+    monkeypatch.setenv("HYPERKD_CACHE", str(tmp_path / "cache"))
+    cfg = TrainConfig.for_mode("mae", name="nanw", runs_dir=str(tmp_path), demo_scenes=1, demo_size=64, img_size=32,
+                               patch_size=8, batch_size=4, steps=6, ckpt_every=2, log_every=1, progress=False)
+    tr = Trainer(cfg, log=lambda *a: None)
+    real = tr.compute_loss
+
+    def poisoned(x, micro):
+        if tr.step == 3:
+            with torch.no_grad():
+                for p in tr.model.parameters():
+                    p.fill_(float("nan"))
+        return real(x, micro)
+    tr.compute_loss = poisoned
+    with pytest.raises(TrainingDiverged, match="at step 4"):
+        tr.fit()
+    ck = torch.load(tmp_path / "nanw" / "checkpoint.pt", weights_only=False)
+    assert ck["step"] == 2 and all(torch.isfinite(v).all() for v in ck["model"].values())
