@@ -262,7 +262,7 @@ def build_teacher(cfg: TrainConfig, device="cpu", log=print) -> PrithviMAE:
     teacher.requires_grad_(False)
     return teacher.eval().to(device)
 
-# %% ../nbs/02_distill.ipynb #ef1d57dd
+# %% ../nbs/02_distill.ipynb #83e46e8c
 class TrainingDiverged(FloatingPointError):
     "The loss became NaN/inf; the run stopped without taking that step."
 
@@ -332,6 +332,11 @@ class Trainer:
                 self.teacher = build_teacher(cfg, self.device, log=self.log)
                 A = alignment_matrix(self.dataset.sensor, hls(), cfg.alignment)
                 self.align = A.to(self.device)
+                # normalised input → reflectance → aligned bands → teacher units is affine: one (6, C) matmul + bias
+                A64, m, sd = A.double(), torch.as_tensor(self.stats.mean).double(), torch.as_tensor(self.stats.std).double()
+                tm, ts = self.teacher.mean.reshape(-1).double().cpu(), self.teacher.std.reshape(-1).double().cpu()
+                self._view_w = (A64 * sd[None] * 1e4 / ts[:, None]).float().to(self.device)
+                self._view_b = ((1e4 * A64 @ m - tm) / ts).float().to(self.device)[None, :, None, None]
             torch.manual_seed(cfg.seed)
             self.model = HyperspectralMAE.from_preset(
                 cfg.student, in_chans=self.dataset.n_bands, img_size=cfg.img_size, patch_size=cfg.patch_size,
@@ -402,9 +407,9 @@ class Trainer:
 
     # --- one step
     def _teacher_view(self, x: torch.Tensor) -> torch.Tensor:
-        "Normalised student input → reflectance → aligned HLS bands → the teacher's input units (B, 6, 1, H, W)."
-        refl = x * self.std + self.mean
-        return self.teacher.normalize(torch.einsum("oc,bchw->bohw", self.align, refl))
+        """Normalised student input → reflectance → aligned HLS bands → the teacher's input units (B, 6, 1, H, W),
+        as one matrix product over the bands (the steps folded into `_view_w`, `_view_b` at construction)."""
+        return (torch.einsum("oc,bchw->bohw", self._view_w, x) + self._view_b).unsqueeze(2)
 
     def _mask(self, x, micro, t_in):
         cfg = self.cfg
