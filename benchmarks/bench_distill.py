@@ -10,12 +10,14 @@ Variants of one optimiser step (forward, backward, AdamW) on the same student an
   hyperkd   : kd-mse + the enhanced loss (SSIM with a 7x7 Gaussian window, spectral KL, SAM), eager
   hyperkd-compiled : the same with the loss compiled by torch.compile (the trainer's default on CUDA)
   hyperkd-patch, hyperkd-patch-compiled : hyperkd with SSIM in one window per MAE patch (ssim_window="patch")
-The teacher is an untrained prithvi-small (same cost as a trained one). Prints each time, the ratios to
-the baseline (target for hyperkd: <= 1.3) and achieved FLOP/s / the fp32 matmul peak measured here.
+The teacher is an untrained prithvi-small (same cost as a trained one). The variants are timed in interleaved
+rounds (one step of each per round, --repeats rounds); prints each median step time (and the minimum), the
+ratios of the medians to the baseline (target for hyperkd: <= 1.3) and achieved FLOP/s / the matmul peak.
 --no-compile skips the compiled variants; --variants picks some.
 """
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -93,32 +95,37 @@ def main():
         peak, kind = matmul_peak(dev, 8192, torch.bfloat16), "bf16"
     print(f"device {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}), torch {torch.__version__}; "
           f"{kind} matmul peak {peak / 1e9:.0f} GFLOP/s; batch {a.batch}, {a.img} px, patch {a.patch}, student {a.student}")
-    times, flops = {}, {}
+    steps, flops = {}, {}
     for name, cfg in variants.items():
         tr = Trainer(cfg, log=lambda *_: None)
         x = tr._to_device(torch.stack([tr.dataset[i % len(tr.dataset)] for i in range(a.batch)]))  # normalised on the device (dn loader)
 
-        def step():
+        def step(tr=tr, x=x):
             tr.opt.zero_grad(set_to_none=True)
             total, _ = tr.compute_loss(x, 0)
             total.backward()
             tr.opt.step()
-        step(); step()
-        ts = []
-        for _ in range(a.repeats):
-            sync(tr.device)
-            t = time.perf_counter()
-            step()
-            sync(tr.device)
-            ts.append(time.perf_counter() - t)
-        times[name] = min(ts)
+        step(); step()  # warm-up (and compilation)
+        steps[name] = step
         if name.endswith("-compiled") and name[:-9] in flops:  # same FLOPs as eager (the counter cannot see compiled code)
-            fl = flops[name[:-9]]
+            flops[name] = flops[name[:-9]]
         else:
             with FlopCounterMode(display=False) as fc:
                 step()
-            fl = flops[name] = fc.get_total_flops()
-        print(f"{name:16s} step {times[name] * 1e3:8.1f} ms   {fl / times[name] / 1e9:9.1f} GFLOP/s = {fl / times[name] / peak:.3f} of peak")
+            flops[name] = fc.get_total_flops()
+    # interleaved rounds (one step of every variant per round): drifts of the machine hit all variants alike
+    ts = {name: [] for name in steps}
+    for _ in range(a.repeats):
+        for name, step in steps.items():
+            sync(dev)
+            t = time.perf_counter()
+            step()
+            sync(dev)
+            ts[name].append(time.perf_counter() - t)
+    times = {name: statistics.median(v) for name, v in ts.items()}
+    for name, t in times.items():
+        print(f"{name:22s} step median {t * 1e3:8.1f} ms (min {min(ts[name]) * 1e3:8.1f})   "
+              f"{flops[name] / t / 1e9:9.1f} GFLOP/s = {flops[name] / t / peak:.3f} of peak")
     for name in times:
         base = "mae-compiled" if name.endswith("-compiled") else "mae"
         if name.startswith("mae"):
