@@ -15,7 +15,7 @@ from .models import PRITHVI_PRESETS
 # %% auto #0
 __all__ = ['build_parser', 'config_from_args', 'main']
 
-# %% ../nbs/05_cli.ipynb #456cc061
+# %% ../nbs/05_cli.ipynb #75f87647
 _COMMANDS = {"distill": "distill", "mae": "mae", "pretrain-teacher": "teacher"}
 
 def _train_parser(sub, name, help):
@@ -108,6 +108,12 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged) as e:
         print(f"hyperkd {a.command}: error: {e}", file=sys.stderr)
         return 2
+    finally:  # under torchrun: free the trainer (and its DDP wrapper), then shut the process group down, before exit
+        import gc
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            gc.collect()
+            dist.destroy_process_group()
     print(f"run folder: {run}")
     return 0
 

@@ -262,9 +262,23 @@ def build_teacher(cfg: TrainConfig, device="cpu", log=print) -> PrithviMAE:
     teacher.requires_grad_(False)
     return teacher.eval().to(device)
 
-# %% ../nbs/02_distill.ipynb #83e46e8c
+# %% ../nbs/02_distill.ipynb #a23f252f
 class TrainingDiverged(FloatingPointError):
     "The loss became NaN/inf; the run stopped without taking that step."
+
+class _ReconstructionLoss(nn.Module):
+    """The loss on the student's reconstruction, the spectral terms on reflectance (what `compile_loss` compiles).
+    A module of its own, not a bound method of the trainer: a trainer referring to itself would outlive `fit`
+    until interpreter exit, and tearing down its DDP wrapper then can abort the process (seen under torchrun/gloo)."""
+    def __init__(self, loss_fn, mean, std, spectral: bool):
+        super().__init__()
+        self.loss_fn, self.mean, self.std, self.spectral = loss_fn, mean, std, spectral
+
+    def forward(self, pred, x, mask, s_feats, t_feats):
+        pred = pred.float()
+        return self.loss_fn(pred, x, mask, pred_refl=pred * self.std + self.mean if self.spectral else None,
+                            target_refl=x * self.std + self.mean if self.spectral else None,
+                            student_tokens=s_feats, teacher_tokens=t_feats)
 
 def resolve_device(name: str = "auto") -> torch.device:
     "'auto' → this process's GPU (LOCAL_RANK under torchrun) or the CPU; 'cuda' gets an explicit index the same way."
@@ -347,14 +361,14 @@ class Trainer:
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.loss_fn = HyperKDLoss(cfg.loss, cfg.distill_kind, ssim_data_range=cfg.ssim_data_range,
                                    ssim_window=7 if cfg.ssim_window == "gaussian" else "patch", patch_size=cfg.patch_size)
-        self._loss = self._loss_terms
+        self._loss = _ReconstructionLoss(self.loss_fn, self.mean, self.std, bool(cfg.loss.get("kl", 0) or cfg.loss.get("sam", 0)))
         if cfg.compile_loss not in ("auto", "on", "off"):
             raise ValueError(f"compile_loss must be 'auto', 'on' or 'off', got {cfg.compile_loss!r}.")
         if cfg.compile_loss == "on" or (cfg.compile_loss == "auto" and self.device.type == "cuda"):
             # the SSIM/KL/SAM terms are chains of elementwise ops over every band and pixel: fused kernels read the
             # batch a few times instead of dozens (CUDA: ~3x faster loss; compiled once, at the first step)
             # (the compiled function includes the conversion to reflectance for the spectral terms)
-            self._loss = torch.compile(self._loss_terms, dynamic=False)
+            self._loss = torch.compile(self._loss, dynamic=False)
         decay = [p for n, p in self.model.named_parameters() if p.ndim > 1 and "token" not in n]
         no_decay = [p for n, p in self.model.named_parameters() if not (p.ndim > 1 and "token" not in n)]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -423,14 +437,6 @@ class Trainer:
             img = x
         return spatial_guided_mask(img, cfg.mask_ratio, cfg.mask, cfg.patch_size, cfg.mask_temperature, cfg.mask_uniform_mix,
                                    teacher=self.teacher, teacher_input=t_in, noise=noise)
-
-    def _loss_terms(self, pred, x, mask, s_feats, t_feats):
-        "The loss on the student's reconstruction (the spectral terms on reflectance); compiled on CUDA."
-        pred = pred.float()
-        spectral = self.cfg.loss.get("kl", 0) or self.cfg.loss.get("sam", 0)
-        return self.loss_fn(pred, x, mask, pred_refl=pred * self.std + self.mean if spectral else None,
-                            target_refl=x * self.std + self.mean if spectral else None,
-                            student_tokens=s_feats, teacher_tokens=t_feats)
 
     def compute_loss(self, x: torch.Tensor, micro: int):
         "Total loss and its terms for one micro-batch (normalised input x on the device)."
