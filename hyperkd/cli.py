@@ -21,7 +21,8 @@ _COMMANDS = {"distill": "distill", "mae": "mae", "pretrain-teacher": "teacher"}
 def _train_parser(sub, name, help):
     p = sub.add_parser(name, help=help, description=help)
     p.add_argument("--config", type=Path, help="YAML file with a TrainConfig")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides, e.g. steps=500 loss.sam=0")
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                   help="config overrides, e.g. steps=500 loss.sam=0 (repeatable: every --set counts)")
     p.add_argument("--name", help="run folder name under the runs directory")
     p.add_argument("--runs-dir", help="where run folders go (default: runs)")
     p.add_argument("--steps", type=int, help="optimiser steps")
@@ -40,10 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ablate", help="train and evaluate the HyperKD variants under one budget",
                        description="Train and evaluate the HyperKD variants (same data, budget, seeds).")
     p.add_argument("--out", type=Path, default=Path("runs/ablation"), help="output folder (default runs/ablation)")
-    p.add_argument("--variants", nargs="*", help="subset of variants (default: all)")
-    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1])
+    p.add_argument("--variants", nargs="*", action="extend", help="subset of variants (default: all; repeatable)")
+    p.add_argument("--seeds", nargs="*", action="extend", type=int, help="seeds (default: 0 1; repeatable)")
     p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="TrainConfig overrides for every run")
+    p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
+                   help="TrainConfig overrides for every run (repeatable)")
     p.add_argument("--no-progress", action="store_true")
     sub.add_parser("explore", add_help=False, help="serve the reconstruction explorer in the browser (--help for its flags)")
     sub.add_parser("runs", add_help=False, help="serve the training-run dashboard in the browser (--help for its flags)")
@@ -68,7 +70,7 @@ def _serve(command: str, rest: list) -> int:
 def _ablate(a) -> int:
     from hyperkd.evaluate import ablate
     from hyperkd.distill import parse_override
-    df = ablate(a.out, a.variants, a.seeds, a.steps, progress=not a.no_progress, **dict(parse_override(o) for o in a.set))
+    df = ablate(a.out, a.variants, a.seeds if a.seeds else [0, 1], a.steps, progress=not a.no_progress, **dict(parse_override(o) for o in a.set))
     print((a.out / "results.md").read_text())
     print(f"results: {a.out}")
     return 0

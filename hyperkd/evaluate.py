@@ -32,7 +32,9 @@ def reconstruction_metrics(pred, target, mask=None, data_range: float | None = N
                            band_names=None, ssim: bool = True, dtype=torch.float64) -> dict:
     """{'all': {psnr, ssim, sam_deg, rmse}, 'masked': {...} (with a mask), 'per_band': DataFrame}.
     Inputs in reflectance; NaN in `target` = nodata, excluded from every metric. `ssim=False` skips SSIM (NaN
-    in the results; it is most of the cost on big cubes), `dtype=torch.float32` halves time and memory."""
+    in the results; it is most of the cost on big cubes), `dtype=torch.float32` halves time and memory.
+    Images smaller than SSIM's 7 x 7 window get the largest odd window that fits; below 3 x 3 (single pixels,
+    spectral libraries) SSIM is NaN. `ssim_window` and `ssim_note` in the result say which."""
     import pandas as pd
     p, t = _as4d(pred, dtype), _as4d(target, dtype)
     if p.shape != t.shape:
@@ -49,7 +51,11 @@ def reconstruction_metrics(pred, target, mask=None, data_range: float | None = N
         m = m.reshape(p.shape[0], 1, *p.shape[-2:]).bool()
         regions["masked"] = valid & m
     tz, pz = t.nan_to_num(0.0), p.nan_to_num(0.0)
-    ssim = ssim_map(pz, tz, data_range=torch.tensor(data_range, dtype=tz.dtype)) if ssim else torch.full_like(pz[:1, :1, :1, :1], math.nan)
+    window, note = _ssim_window(*p.shape[-2:]) if ssim else (None, "not computed (ssim=False)")
+    if window:  # the 7 x 7 Gaussian window (sigma 1.5), shrunk to fit images smaller than it
+        ssim = ssim_map(pz, tz, window, 1.5 * window / 7, data_range=torch.tensor(data_range, dtype=tz.dtype))
+    else:
+        ssim = torch.full_like(pz[:1, :1, :1, :1], math.nan)
     sam = torch.rad2deg(spectral_angle(pz, tz))
     out, rows = {}, []
     for name, w in regions.items():
@@ -69,7 +75,18 @@ def reconstruction_metrics(pred, target, mask=None, data_range: float | None = N
                          "rmse": math.sqrt(float(se_band[c])), "ssim": float(ssim_band[c])})
     out["per_band"] = pd.DataFrame(rows)
     out["data_range"] = data_range
+    out["ssim_window"], out["ssim_note"] = window, note
     return out
+
+def _ssim_window(H: int, W: int, window: int = 7) -> tuple[int | None, str]:
+    "The SSIM window for H x W images: 7, or the largest odd size that fits (at least 3); None and why otherwise."
+    fit = min(window, H, W)
+    fit -= 1 - fit % 2
+    if fit < 3:
+        return None, (f"NaN: {H} x {W} px images have no 3 x 3 neighbourhood for SSIM (single pixels or spectra: "
+                      "use SAM and RMSE)")
+    return fit, ("7 x 7 Gaussian window" if fit == window else
+                 f"{fit} x {fit} Gaussian window (sigma {1.5 * fit / 7:.2f}): the images ({H} x {W} px) are smaller than 7 x 7")
 
 # %% ../nbs/03_evaluate.ipynb #90cdc2b9
 def windowed_sam(pred, target, half_width: int = 5, mask=None, wavelengths=None, max_pixels: int | None = None,

@@ -69,9 +69,13 @@ def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 7, sigma: f
              data_range: torch.Tensor | float | None = None) -> torch.Tensor:
     "Per-band SSIM map (B, C, H, W) of NaN-free images (borders reflect-padded; nodata: `ssim_loss`)."
     t, p = target, pred
+    H, W = t.shape[-2:]
+    if H < window or W < window:
+        raise ValueError(f"ssim_map: images of {H} x {W} px are smaller than the {window} x {window} SSIM window; "
+                         f"pass a smaller odd `window` (at most {min(H, W)}), or use reconstruction_metrics, which "
+                         "fits the window to the image.")
     c1, c2 = _ssim_constants(t, data_range)
     g = _gauss_1d(window, sigma, t.device, t.dtype)
-    H, W = t.shape[-2:]
     bh, bw = _blur_matrix(g, H), _blur_matrix(g, W)
     # separable Gaussian blur of the 5 stacked moment maps as two matrix products (BLAS-fast, forward and backward);
     # the target's two maps carry no gradient: blurred apart, outside autograd (~20% less work per step)

@@ -9,6 +9,7 @@ import math
 import os
 import re
 from dataclasses import dataclass, field, asdict
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -19,11 +20,11 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 
 # %% auto #0
-__all__ = ['PRITHVI_V1_MEAN', 'PRITHVI_V1_STD', 'PRITHVI_V2_MEAN', 'PRITHVI_V2_STD', 'TL', 'PRITHVI_PRESETS', 'STUDENT_PRESETS',
-           'sincos_1d', 'sincos_3d', 'random_mask', 'PatchEmbed3D', 'spectral_groups', 'GroupedPatchEmbed',
-           'MAEEncoder', 'MAEDecoder', 'patchify', 'unpatchify', 'PrithviConfig', 'CoordEncoder', 'PrithviMAE',
-           'CheckpointError', 'prithvi_state_dict', 'load_prithvi_weights', 'load_prithvi', 'save_prithvi', 'MAEOutput',
-           'HyperspectralMAE']
+__all__ = ['LN_EPS', 'PRITHVI_V1_MEAN', 'PRITHVI_V1_STD', 'PRITHVI_V2_MEAN', 'PRITHVI_V2_STD', 'TL', 'PRITHVI_PRESETS',
+           'STUDENT_PRESETS', 'sincos_1d', 'sincos_3d', 'random_mask', 'PatchEmbed3D', 'spectral_groups',
+           'GroupedPatchEmbed', 'MAEEncoder', 'MAEDecoder', 'patchify', 'unpatchify', 'PrithviConfig', 'CoordEncoder',
+           'PrithviMAE', 'CheckpointError', 'prithvi_state_dict', 'load_prithvi_weights', 'load_prithvi',
+           'save_prithvi', 'MAEOutput', 'HyperspectralMAE']
 
 # %% ../nbs/01a_models.ipynb #ff3b35ef
 def sincos_1d(dim: int, pos: np.ndarray) -> np.ndarray:
@@ -101,6 +102,8 @@ class GroupedPatchEmbed(nn.Module):
     def forward(self, x):
         return torch.cat([p(x[:, a:b]) for p, (a, b) in zip(self.proj, self.groups)], dim=1).flatten(2).transpose(1, 2)
 
+LN_EPS = 1e-5  # Prithvi's reference code (and nn.LayerNorm's default); timm's Block alone would use 1e-6
+
 def _init_mae_weights(module):
     if isinstance(module, nn.Linear):
         nn.init.xavier_uniform_(module.weight)
@@ -113,15 +116,16 @@ def _init_mae_weights(module):
 class MAEEncoder(nn.Module):
     "ViT encoder over visible tokens only. Parameter names follow Prithvi (V2 `encoder.` layout)."
     def __init__(self, patch_embed: nn.Module, grid: tuple, embed_dim: int, depth: int, num_heads: int,
-                 mlp_ratio: float = 4.0, drop_path: float = 0.0):
+                 mlp_ratio: float = 4.0, drop_path: float = 0.0, norm_eps: float = LN_EPS):
         super().__init__()
         self.patch_embed, self.grid, self.embed_dim = patch_embed, tuple(grid), embed_dim
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.register_buffer("pos_embed", sincos_3d(embed_dim, self.grid))
         dpr = np.linspace(0, drop_path, depth)
-        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=float(dpr[i]))
-                                    for i in range(depth))
-        self.norm = nn.LayerNorm(embed_dim)
+        norm = partial(nn.LayerNorm, eps=norm_eps)
+        self.blocks = nn.ModuleList(Block(embed_dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=float(dpr[i]),
+                                          norm_layer=norm) for i in range(depth))
+        self.norm = norm(embed_dim)
         for conv in (m for m in patch_embed.modules() if isinstance(m, nn.Conv3d)):  # like nn.Linear (as MAE does)
             nn.init.xavier_uniform_(conv.weight.view(conv.weight.shape[0], -1))
         nn.init.normal_(self.cls_token, std=0.02)
@@ -160,14 +164,16 @@ class MAEEncoder(nn.Module):
 class MAEDecoder(nn.Module):
     "MAE decoder: mask tokens back in place, positional code, blocks, per-token pixel prediction (Prithvi names)."
     def __init__(self, grid: tuple, encoder_dim: int, decoder_dim: int, depth: int, num_heads: int, out_per_token: int,
-                 mlp_ratio: float = 4.0):
+                 mlp_ratio: float = 4.0, norm_eps: float = LN_EPS):
         super().__init__()
         self.grid = tuple(grid)
+        norm = partial(nn.LayerNorm, eps=norm_eps)
         self.decoder_embed = nn.Linear(encoder_dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.register_buffer("decoder_pos_embed", sincos_3d(decoder_dim, self.grid))
-        self.decoder_blocks = nn.ModuleList(Block(decoder_dim, num_heads, mlp_ratio, qkv_bias=True) for _ in range(depth))
-        self.decoder_norm = nn.LayerNorm(decoder_dim)
+        self.decoder_blocks = nn.ModuleList(Block(decoder_dim, num_heads, mlp_ratio, qkv_bias=True, norm_layer=norm)
+                                            for _ in range(depth))
+        self.decoder_norm = norm(decoder_dim)
         self.decoder_pred = nn.Linear(decoder_dim, out_per_token)
         nn.init.normal_(self.mask_token, std=0.02)
         self.apply(_init_mae_weights)

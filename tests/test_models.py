@@ -79,3 +79,27 @@ def test_student_gradients_reach_projector_and_embedding():
     out = s(torch.randn(2, 30, 32, 32))
     (out.pred.square().mean() + out.projected[-1].square().mean()).backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in s.parameters() if p.requires_grad)
+
+
+REFERENCE = __import__("pathlib").Path(__file__).with_name("data") / "prithvi_reference.pt"
+
+
+@pytest.mark.parametrize("layout", ["v1", "v2"])
+def test_prithvi_matches_the_reference_implementation(tmp_path, layout):
+    """Golden fixture from Prithvi's reference code (tests/data/make_prithvi_reference.py): same weights, nothing
+    masked, float64 → the same reconstruction to 1e-10. Fails with timm's LayerNorm eps 1e-6 (differs by ~1e-4)."""
+    fx = torch.load(REFERENCE, weights_only=True)
+    sd = fx["state_dict_v1"]
+    if layout == "v2":
+        sd = {("decoder." if k.split(".")[0] in ("mask_token", "decoder_embed", "decoder_pos_embed", "decoder_blocks",
+                                                 "decoder_norm", "decoder_pred") else "encoder.") + k: v for k, v in sd.items()}
+        assert "encoder.blocks.0.attn.qkv.weight" in sd and "decoder.decoder_pred.weight" in sd
+    f = tmp_path / f"reference_{layout}.pt"
+    torch.save(sd, f)
+    model = load_prithvi(f, preset="prithvi-test", num_frames=fx["arch"]["num_frames"]).double().eval()
+    assert all(m.eps == 1e-5 for m in model.modules() if isinstance(m, torch.nn.LayerNorm))
+    with torch.no_grad():
+        _, pred, mask = model(fx["input"].double(), mask_ratio=0.0)
+    assert not mask.any()
+    assert pred.shape == fx["pred"].shape
+    assert (pred - fx["pred"]).abs().max().item() <= 1e-10
