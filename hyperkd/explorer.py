@@ -22,6 +22,7 @@ from panel.viewable import Viewer
 
 from .spectral import alignment_matrix, hls, sensor_from_cube, HLS_BANDS
 from .data import BandStats, band_stats, demo_scene, open_cube, select_bands
+from .cubes import to_preset
 from .models import HyperspectralMAE, PrithviMAE, load_prithvi, random_mask
 from .masking import SCORES, TEACHER_SCORES, spatial_guided_mask
 from .distill import TrainConfig, load_student, read_metrics, small_teacher_path
@@ -159,12 +160,13 @@ def _window(cube: xr.DataArray, window, max_size: int) -> xr.DataArray:
     return cube
 
 def open_explorer_inputs(checkpoint=None, cube=None, runs_dir="runs", teacher="auto", window: Sequence[int] | None = None,
-                         max_size: int = 512, demo_seed: int = 1002, demo_size: int = 256, log=print) -> ExplorerInputs:
+                         max_size: int = 512, demo_seed: int = 1002, demo_size: int = 256, resample: str | None = None,
+                         log=print) -> ExplorerInputs:
     """Resolve the explorer's inputs. `checkpoint`: student.pt or a run folder (default: `latest_run(runs_dir)`,
     else an untrained tiny model). `cube`: a path for `open_cube`, an xarray cube, or None for the demo scene
     (seed `demo_seed`, held out of training). `window`: (row, col[, height, width]); otherwise scenes larger
     than `max_size` are cropped to their centre. `teacher`: 'auto' (the run's teacher if on disk), None, or a
-    Prithvi path/preset."""
+    Prithvi path/preset. `resample`: 'srf' puts a cube from another sensor on the run's band preset (`to_preset`)."""
     ck = Path(checkpoint) if checkpoint is not None else latest_run(runs_dir)
     train_config, bands = None, "enmap-202"
     if ck is not None:
@@ -188,15 +190,14 @@ def open_explorer_inputs(checkpoint=None, cube=None, runs_dir="runs", teacher="a
         model = HyperspectralMAE.from_preset("tiny", in_chans=da.sizes["band"], img_size=64, patch_size=8).eval()
         stats, source = None, "untrained"
     n = model.in_chans
+    if isinstance(bands, str) and "wavelength" in da.coords and (da.sizes["band"] != n or ck is not None or resample):
+        try:  # the run's band preset: the cube's own bands, or another sensor's resampled (resample='srf')
+            da = to_preset(da, bands, resample, log=log)
+        except ValueError as e:
+            raise ValueError(f"{cube_source}: {da.sizes['band']} bands, the model expects {n} ({bands}): {e}") from None
     if da.sizes["band"] != n:
-        if isinstance(bands, str):
-            try:
-                da = select_bands(da, bands)
-            except ValueError as e:
-                raise ValueError(f"{cube_source}: {da.sizes['band']} bands, the model expects {n} ({bands}): {e}") from None
-        if da.sizes["band"] != n:
-            raise ValueError(f"{cube_source}: {da.sizes['band']} bands, the model expects {n} ({bands}). "
-                             "Resample the cube to the model's bands with hyperkd.spectral.resample.")
+        raise ValueError(f"{cube_source}: {da.sizes['band']} bands, the model expects {n} ({bands}). Give the cube "
+                         "wavelengths and resample it to the model's bands (resample='srf', `--resample srf`).")
     if "wavelength" not in da.coords:
         raise ValueError(f"{cube_source}: no wavelength coordinate; open it with hyperkd.data.open_cube(..., wavelengths=...).")
     da = _window(da, window, max_size).astype(np.float32).load()
@@ -596,6 +597,8 @@ def explorer_arg_parser(parser: argparse.ArgumentParser | None = None) -> argpar
     p.add_argument("--teacher", default="auto", help="'auto' (the run's own when on disk), 'none', or a Prithvi path/preset")
     p.add_argument("--window", type=int, nargs="+", metavar="N", help="row col [height width] of the part of the cube to show")
     p.add_argument("--max-size", type=int, default=512, help="larger scenes are cropped to their centre (default 512 px)")
+    p.add_argument("--resample", choices=["srf", "range", "nearest"],
+                   help="resample a cube from another sensor (AVIRIS, EMIT, PRISMA, ...) to the run's bands (srf recommended)")
     p.add_argument("--device", default="cpu", help="where the model runs (cpu, cuda)")
     return p
 
@@ -614,7 +617,8 @@ def _extensions():
 
 def _explorer_inputs(a: argparse.Namespace) -> ExplorerInputs:
     teacher = None if str(a.teacher).lower() == "none" else a.teacher
-    return open_explorer_inputs(a.checkpoint, a.cube, a.runs_dir, teacher, a.window, a.max_size)
+    return open_explorer_inputs(a.checkpoint, a.cube, a.runs_dir, teacher, a.window, a.max_size,
+                                resample=getattr(a, "resample", None))
 
 def explorer_app(args: Sequence[str] | argparse.Namespace = (), inputs: ExplorerInputs | None = None) -> pn.viewable.Viewable:
     "The explorer page for command-line style `args` (or already opened `inputs`)."

@@ -112,3 +112,69 @@ def test_demo_scene_band_stats_and_normalisation():
     x = torch.stack([PatchDataset(scene.reflectance.rename("demo"), size=32, stats=stats)[i] for i in range(4)])
     assert torch.allclose(x.mean((0, 2, 3)), torch.zeros(202), atol=1e-3)
     assert torch.allclose(x.std((0, 2, 3)), torch.ones(202), atol=0.05)
+
+
+def _airborne_cube(ny=24, nx=24, lo=400.0, hi=2450.0, step=10.0):
+    """A cube from another sensor (a 10 nm imaging spectrometer) holding real earthlib spectra, with band names
+    B1..Bn that collide with EnMAP's but lie at other wavelengths."""
+    from hyperkd.data import load_spectral_library
+    lib = load_spectral_library()
+    keep = (lib.wavelength.values >= lo) & (lib.wavelength.values <= hi)
+    spectra = lib.values[np.linspace(0, lib.sizes["spectrum"] - 1, ny * nx).astype(int)][:, keep]
+    wl = lib.wavelength.values[keep]
+    return xr.DataArray(spectra.T.reshape(-1, ny, nx).astype(np.float32), dims=("band", "y", "x"),
+                        coords={"band": [f"B{i + 1}" for i in range(wl.size)], "wavelength": ("band", wl),
+                                "fwhm": ("band", np.full(wl.size, step))})
+
+
+def test_other_sensor_cube_error_names_the_option(tmp_path):
+    f = write_cube(_airborne_cube(), tmp_path / "aviris_like.tif", dtype="float32")
+    with pytest.raises(ValueError, match=r"aviris_like.tif \(180 bands, 400-2450 nm\) is not on the 'enmap-202'") as e:
+        PatchDataset(f, size=8, bands="enmap-202")
+    assert "resample='srf'" in str(e.value) and "...." not in str(e.value)
+    with pytest.raises(ValueError, match="Cube 'x' does not cover preset 'enmap-224': missing bands"):
+        select_bands(_cube(enmap_preset("enmap-202")).rename("x"), "enmap-224")  # no more '....' either
+    try:
+        select_bands(_cube(enmap_preset("enmap-202")).rename("x"), "enmap-224")
+    except ValueError as err:
+        assert "...." not in str(err)
+
+
+def test_patch_dataset_resamples_other_sensors_once(tmp_path, monkeypatch):
+    from hyperkd.spectral import resample
+    monkeypatch.setenv("HYPERKD_CACHE", str(tmp_path / "cache"))
+    cube = _airborne_cube()
+    f = write_cube(cube, tmp_path / "aviris_like.tif", dtype="float32")
+    ds = PatchDataset(f, size=8, stride=8, bands="enmap-202", resample="srf")
+    assert ds.n_bands == 202 and list(ds.band_names) == list(enmap_preset("enmap-202").band_names)
+    cached = list((tmp_path / "cache" / "resampled").glob("*.tif"))
+    assert len(cached) == 1 and ds.sources[0].path == str(cached[0])  # patches come from the cached file
+    ref = resample(cube, dst=enmap_preset("enmap-202"), method="srf").values
+    np.testing.assert_allclose(ds.raw(0), ref[:, :8, :8], atol=1e-5)
+    mtime = cached[0].stat().st_mtime_ns
+    ds2 = PatchDataset(f, size=8, stride=8, bands="enmap-202", resample="srf")
+    assert cached[0].stat().st_mtime_ns == mtime and len(ds2) == len(ds)  # resampled once, reused
+    vnir = write_cube(_airborne_cube(hi=1000.0), tmp_path / "vnir_only.tif", dtype="float32")
+    with pytest.raises(ValueError, match=r"vnir_only.tif .* cannot be resampled to 'enmap-202': \d+ of its 202 bands lie "
+                                         r"\(in part\) where the cube has no bands: 1\d\d\d"):
+        PatchDataset(vnir, size=8, bands="enmap-202", resample="srf")
+    with pytest.raises(ValueError, match="needs bands="):
+        PatchDataset(f, size=8, resample="srf")
+
+
+@pytest.mark.slow
+def test_training_and_explorer_take_another_sensors_cube(tmp_path, monkeypatch):
+    from hyperkd.distill import TrainConfig, train
+    from hyperkd.explorer import open_explorer_inputs
+    monkeypatch.setenv("HYPERKD_CACHE", str(tmp_path / "cache"))
+    f = write_cube(_airborne_cube(48, 48) * 10000.0, tmp_path / "dn_scaled.tif", dtype="float32")  # not reflectance units
+    with pytest.raises(ValueError, match="resample"):
+        TrainConfig(resample="bilinear")
+    cfg = TrainConfig.for_mode("mae", data=str(f), resample="srf", img_size=16, patch_size=8, batch_size=2, steps=2,
+                               name="other", runs_dir=str(tmp_path / "runs"), progress=False, log_every=1)
+    run = train(cfg)
+    assert (run / "student.pt").exists() and (run / "reconstruction.png").exists()
+    with pytest.raises(ValueError, match="resample='srf'"):
+        open_explorer_inputs(run, f, log=lambda *a: None)
+    i = open_explorer_inputs(run, f, resample="srf", log=lambda *a: None)
+    assert i.cube.sizes["band"] == 202

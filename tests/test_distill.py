@@ -190,3 +190,30 @@ def test_nan_reconstruction_stops_the_run(tmp_path, monkeypatch):
         tr.fit()
     ck = torch.load(tmp_path / "nanw" / "checkpoint.pt", weights_only=False)
     assert ck["step"] == 2 and all(torch.isfinite(v).all() for v in ck["model"].values())
+
+
+@pytest.mark.slow
+def test_second_small_teacher_does_not_collide(tmp_path):
+    """Two distills with different seeds in one runs folder each need their own small teacher: both succeed, the
+    teachers' pretraining runs live in the cache (not the user's runs folder), and an interrupted one resumes."""
+    common = ["--no-progress", "--runs-dir", "runs", "--set", *TINY, "steps=2", "teacher_steps=4", "ckpt_every=2"]
+    for seed in (0, 1):
+        p = _cli(["distill", *common, f"seed={seed}"], tmp_path)
+        out = p.communicate(timeout=600)[0]
+        assert p.returncode == 0, out
+        assert "pretraining one" in out
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir() if "teacher" in p.name) == []
+    teacher_runs = sorted((tmp_path / "cache" / "teacher-runs").iterdir())
+    assert [p.name.split("-seed")[1] for p in teacher_runs] == ["0-ln5", "1-ln5"]
+    assert len(list((tmp_path / "cache" / "teachers").glob("*.pt"))) == 2
+    # an interrupted pretraining (checkpoint, no teacher.pt, nothing cached) resumes instead of failing
+    (teacher_runs[1] / "teacher.pt").unlink()
+    next((tmp_path / "cache" / "teachers").glob("*seed1-ln5.pt")).unlink()
+    ck = torch.load(teacher_runs[1] / "checkpoint.pt", weights_only=False)
+    ck["step"] = 2  # as if killed after the step-2 checkpoint
+    torch.save(ck, teacher_runs[1] / "checkpoint.pt")
+    p = _cli(["distill", *common, "seed=1"], tmp_path)
+    out = p.communicate(timeout=600)[0]
+    assert p.returncode == 0, out
+    assert "Resuming the interrupted teacher pretraining" in out
+    assert read_metrics(teacher_runs[1]).step.max() == 4
