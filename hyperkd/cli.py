@@ -9,7 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .distill import MODES, TrainConfig, TrainingDiverged, apply_overrides, resume, train
+from .distill import (EXIT_STOPPED, MODES, TrainConfig, TrainingDiverged, TrainingStopped, apply_overrides,
+                             graceful_stop, resume, train)
 from .models import PRITHVI_PRESETS
 
 # %% auto #0
@@ -103,10 +104,14 @@ def main(argv=None) -> int:
     try:
         if a.command == "ablate":
             return _ablate(a)
-        if a.resume:
-            run = resume(a.resume, **({"steps": a.steps} if a.steps else {}))
-        else:
-            run = train(config_from_args(a))
+        with graceful_stop():  # SIGTERM/SIGUSR1: finish the step, checkpoint, exit with EXIT_STOPPED
+            if a.resume:
+                run = resume(a.resume, **({"steps": a.steps} if a.steps else {}))
+            else:
+                run = train(config_from_args(a))
+    except TrainingStopped as e:
+        print(f"hyperkd {a.command}: {e}", file=sys.stderr)
+        return EXIT_STOPPED
     except (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged) as e:
         print(f"hyperkd {a.command}: error: {e}", file=sys.stderr)
         return 2

@@ -31,9 +31,10 @@ from .masking import MASK_STRATEGIES, spatial_guided_mask
 from .losses import HyperKDLoss, LossWeights, masked_mse
 
 # %% auto #0
-__all__ = ['MODES', 'TrainConfig', 'parse_override', 'apply_overrides', 'git_revision', 'build_dataset', 'StepBatches',
-           'step_noise', 'small_teacher_path', 'build_teacher', 'TrainingDiverged', 'resolve_device', 'warmup_cosine',
-           'Trainer', 'rgb_stretch', 'train', 'resume', 'load_student', 'read_metrics']
+__all__ = ['MODES', 'EXIT_STOPPED', 'STOP_SIGNALS', 'TrainConfig', 'parse_override', 'apply_overrides', 'git_revision',
+           'build_dataset', 'StepBatches', 'step_noise', 'small_teacher_path', 'build_teacher', 'TrainingDiverged',
+           'TrainingStopped', 'request_stop', 'graceful_stop', 'resolve_device', 'warmup_cosine', 'Trainer',
+           'rgb_stretch', 'train', 'resume', 'load_student', 'read_metrics']
 
 # %% ../nbs/02_distill.ipynb #bab794d8
 MODES = ("distill", "mae", "teacher")
@@ -279,6 +280,37 @@ def build_teacher(cfg: TrainConfig, device="cpu", log=print) -> PrithviMAE:
 # %% ../nbs/02_distill.ipynb #a23f252f
 class TrainingDiverged(FloatingPointError):
     "The loss became NaN/inf; the run stopped without taking that step."
+
+EXIT_STOPPED = 3  # the CLI's exit status after a graceful stop (0: finished, 2: bad input or divergence)
+STOP_SIGNALS = ("SIGTERM", "SIGUSR1")  # what Slurm sends before a time limit or preemption, and what Job.stop sends
+
+class TrainingStopped(Exception):
+    "A stop signal ended the run after the current step, with a checkpoint written; `resume` continues it exactly."
+
+_STOP = {"signal": None}
+
+def request_stop(signum: int = 15, frame=None):
+    "Ask every running `Trainer.fit` of this process to stop after its current step (what the signal handler calls)."
+    _STOP["signal"] = int(signum)
+
+@contextlib.contextmanager
+def graceful_stop(signals: Sequence[str] = STOP_SIGNALS):
+    """Within the block, SIGTERM/SIGUSR1 make the trainer finish its step, write checkpoint.pt and raise
+    `TrainingStopped` (instead of the process dying mid-step). The command line uses it; notebooks need not."""
+    import signal, threading
+    old = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in signals:
+            sig = getattr(signal, name, None)
+            if sig is not None:
+                old[sig] = signal.signal(sig, request_stop)
+    _STOP["signal"] = None
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+        _STOP["signal"] = None
 
 class _ReconstructionLoss(nn.Module):
     """The loss on the student's reconstruction, the spectral terms on reflectance (what `compile_loss` compiles).
@@ -533,10 +565,29 @@ class Trainer:
                 bar.set_postfix(loss=f"{rec['loss']:.4f}")
             if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
                 self.save_checkpoint()
+            if self.step < cfg.steps and self._stop_requested():
+                if self.step % cfg.ckpt_every:
+                    self.save_checkpoint(figure_every_s=float("inf"))
+                if self.rank == 0:
+                    _atomic_write_text(self.run_dir / "stopped.json", json.dumps({"step": self.step, "signal": _STOP["signal"],
+                                                                               "time": time.time()}))
+                bar.close()
+                raise TrainingStopped(f"{self.run_dir}: stopped by signal {_STOP['signal']} at step {self.step} of "
+                                      f"{cfg.steps}; checkpoint.pt written. Continue with `hyperkd {cfg.mode} --resume "
+                                      f"{self.run_dir}` (or hyperkd.distill.resume).")
         bar.close()
         if self.rank == 0:
             self.finish()
         return self.run_dir
+
+    def _stop_requested(self) -> bool:
+        "A stop signal reached this process (any process, under torchrun: all stop at the same step)."
+        flag = _STOP["signal"] is not None
+        if self.world > 1:
+            t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+            dist.all_reduce(t, op=dist.ReduceOp.MAX)
+            flag = bool(t.item())
+        return flag
 
     def finish(self):
         "Final weights and the reconstruction figure."
