@@ -555,9 +555,15 @@ class Trainer:
                     dist.all_reduce(vals)
                     vals /= self.world
                 now = time.perf_counter()
+                sps = n_last / max(now - t_last, 1e-9)
                 rec = {"step": self.step, **{k: float(v) for k, v in zip(sums, vals)}, "lr": self.sched.get_last_lr()[0],
-                       "samples_per_s": n_last / max(now - t_last, 1e-9), "grad_norm": float(gnorm) if cfg.clip_grad else None,
-                       "time": time.time()}
+                       "samples_per_s": sps, "samples_per_s_per_device": sps / self.world,
+                       "grad_norm": float(gnorm) if cfg.clip_grad else None, "time": time.time()}
+                if self.device.type == "cuda":  # the largest peak of any process, since the run (re)started
+                    peak = torch.tensor([torch.cuda.max_memory_allocated(self.device) / 2**30], device=self.device)
+                    if self.world > 1:
+                        dist.all_reduce(peak, op=dist.ReduceOp.MAX)
+                    rec["peak_gpu_mem_gb"] = float(peak)
                 t_last, n_last = now, 0
                 if self.rank == 0:
                     with open(metrics_path, "a") as f:

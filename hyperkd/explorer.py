@@ -27,9 +27,10 @@ from .models import HyperspectralMAE, PrithviMAE, load_prithvi, random_mask
 from .masking import SCORES, TEACHER_SCORES, spatial_guided_mask
 from .distill import TrainConfig, load_student, read_metrics, small_teacher_path
 from .evaluate import reconstruction_metrics, windowed_sam
+from .launch import Job
 
 # %% auto #0
-__all__ = ['SceneReconstruction', 'reconstruct_scene', 'latest_run', 'ExplorerInputs', 'open_explorer_inputs',
+__all__ = ['SUMMARY_COLUMNS', 'SceneReconstruction', 'reconstruct_scene', 'latest_run', 'ExplorerInputs', 'open_explorer_inputs',
            'ReconstructionExplorer', 'run_summary', 'RunsDashboard', 'explorer_arg_parser', 'runs_arg_parser',
            'explorer_app', 'runs_app', 'serve_explorer', 'serve_runs']
 
@@ -462,18 +463,25 @@ class ReconstructionExplorer(Viewer):
 
 # %% ../nbs/04_explorer.ipynb #2a87d42d
 _TERMS = ("loss", "mse", "ssim", "kl", "sam", "distill")
+_SYSTEM = (("samples_per_s_per_device", "samples / s per device", False), ("peak_gpu_mem_gb", "peak GPU memory (GiB)", False))
+SUMMARY_COLUMNS = ["run", "mode", "executor", "state", "step", "steps", "loss", "samples/s/dev", "peak GiB", "updated", "error"]
 
 def run_summary(run_dir, live_s: float = 120.0) -> dict:
-    "One row about a run folder: name, mode, step of steps, last loss, state, last update."
+    """One row about a run folder: name, mode, how it was launched, state, step of steps, last loss, throughput per
+    device, peak GPU memory, last update, and the error of a failed job. A job started by `hyperkd.launch` has the
+    state its `Job.status()` gives (queued, running, finished, failed, stopped); a run trained elsewhere (a notebook
+    kernel, a shell) is `finished` once its weights exist, `live` while its metrics changed in the last `live_s` s,
+    `stopped` otherwise."""
     run_dir = Path(run_dir)
     m = run_dir / "metrics.jsonl"
     cfg = {}
-    if (run_dir / "config.yaml").exists():
-        import yaml
-        try:
-            cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-        except yaml.YAMLError:
-            cfg = {}
+    for f in ("config.yaml", "launch.yaml"):
+        if not cfg and (run_dir / f).exists():
+            import yaml
+            try:
+                cfg = yaml.safe_load((run_dir / f).read_text()) or {}
+            except yaml.YAMLError:
+                cfg = {}
     last = {}
     if m.exists():
         lines = [l for l in m.read_text().splitlines() if l.strip()]
@@ -481,34 +489,53 @@ def run_summary(run_dir, live_s: float = 120.0) -> dict:
             last = json.loads(lines[-1]) if lines else {}
         except ValueError:  # a line being written
             last = json.loads(lines[-2]) if len(lines) > 1 else {}
-    done = (run_dir / "student.pt").exists() or (run_dir / "teacher.pt").exists()
-    age = time.time() - m.stat().st_mtime if m.exists() else float("inf")
-    return {"run": run_dir.name, "mode": cfg.get("mode", "?"), "step": last.get("step", 0), "steps": cfg.get("steps"),
-            "loss": last.get("loss"), "state": "finished" if done else ("live" if age < live_s else "stopped"),
-            "updated": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.stat().st_mtime)) if m.exists() else ""}
+    executor, error = "", ""
+    if (run_dir / "job.json").exists():
+        try:
+            job = Job.attach(run_dir)
+            st = job.status()
+            executor, state, error = job.executor, st["state"], st["error"]
+        except (ValueError, KeyError, OSError) as e:  # a job.json being written, or from another version
+            state, error = "unknown", f"job.json: {e}"
+    else:
+        done = (run_dir / "student.pt").exists() or (run_dir / "teacher.pt").exists()
+        age = time.time() - m.stat().st_mtime if m.exists() else float("inf")
+        state = "finished" if done else ("live" if age < live_s else "stopped")
+    changed = max([f.stat().st_mtime for f in (m, run_dir / "job.json") if f.exists()], default=None)
+    return {"run": run_dir.name, "mode": cfg.get("mode", "?"), "executor": executor, "state": state,
+            "step": last.get("step", 0), "steps": cfg.get("steps"), "loss": last.get("loss"),
+            "samples/s/dev": last.get("samples_per_s_per_device", last.get("samples_per_s")), "peak GiB": last.get("peak_gpu_mem_gb"),
+            "updated": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(changed)) if changed else "", "error": error}
 
 class RunsDashboard(Viewer):
-    "Loss terms, learning rate and throughput of the runs under `runs_dir`, several overlaid (see the notebook)."
+    """The runs under `runs_dir`: a table of every run and launched job (state, progress, the failure text of a failed
+    job), loss terms, learning rate, throughput per device and peak GPU memory of the selected runs overlaid, and the
+    latest reconstruction figure. Works served (`hyperkd runs`) and in JupyterLab (`pn.extension()`, then display it)."""
     runs_dir = param.String(default="runs", doc="Folder holding one sub-folder per run.")
     runs = param.ListSelector(default=[], objects=[], doc="Runs overlaid in the plots.")
     log_y = param.Boolean(default=True, doc="Logarithmic loss axes.")
-    refresh_s = param.Number(default=5.0, bounds=(0, None), doc="Seconds between re-reads when served (0: never).")
-    live_s = param.Number(default=120.0, bounds=(0, None), doc="A run whose metrics changed this recently is live.")
+    refresh_s = param.Number(default=5.0, bounds=(0, None), doc="Seconds between re-reads when shown (0: never).")
+    live_s = param.Number(default=120.0, bounds=(0, None), doc="A run (not launched as a job) whose metrics changed this recently is live.")
     version = param.Integer(default=0, precedence=-1)
 
     def __init__(self, runs_dir="runs", **params):
         super().__init__(runs_dir=str(runs_dir), **params)
         self._cache: dict = {}  # run name -> ((mtime, size), DataFrame)
+        self._rows: list = []   # the last table
+        self._callback = None
         self.refresh()
         if not self.runs and self.param.runs.objects:
             self.runs = self.param.runs.objects[-1:]  # the most recent run
 
     def run_dirs(self) -> list[Path]:
-        "Run folders (with a metrics.jsonl), oldest first."
-        return sorted((p.parent for p in Path(self.runs_dir).glob("*/metrics.jsonl")), key=lambda p: (p / "metrics.jsonl").stat().st_mtime)
+        "Run folders (with a metrics.jsonl, or a job.json of a launched job not yet logging), oldest first."
+        def changed(p):
+            return max(f.stat().st_mtime for f in (p / "metrics.jsonl", p / "job.json") if f.exists())
+        dirs = {f.parent for pat in ("*/metrics.jsonl", "*/job.json") for f in Path(self.runs_dir).glob(pat)}
+        return sorted(dirs, key=changed)
 
     def refresh(self) -> bool:
-        "Re-read what changed on disk; True (and `version` bumped) when anything did."
+        "Re-read what changed on disk (metrics, job states); True (and `version` bumped) when anything did."
         dirs = self.run_dirs()
         names = [p.name for p in dirs]
         changed = names != list(self.param.runs.objects)
@@ -517,6 +544,8 @@ class RunsDashboard(Viewer):
             self.runs = [r for r in self.runs if r in names]
         for p in dirs:
             f = p / "metrics.jsonl"
+            if not f.exists():
+                continue
             st = f.stat()
             key = (st.st_mtime_ns, st.st_size)
             if self._cache.get(p.name, (None,))[0] != key:
@@ -526,6 +555,10 @@ class RunsDashboard(Viewer):
                     continue
                 self._cache[p.name] = (key, df)
                 changed = True
+        rows = [run_summary(p, self.live_s) for p in reversed(dirs)]
+        if [(r["run"], r["state"], r["error"]) for r in rows] != [(r["run"], r["state"], r["error"]) for r in self._rows]:
+            changed = True  # a job was queued, started, failed or stopped without a new metrics line
+        self._rows = rows
         if changed:
             self.version += 1
         return changed
@@ -535,23 +568,28 @@ class RunsDashboard(Viewer):
         return self._cache[run][1]
 
     def table(self):
+        "One row per run (`run_summary`), most recent first, as of the last `refresh()`."
         import pandas as pd
-        rows = [run_summary(p, self.live_s) for p in reversed(self.run_dirs())]
-        return pd.DataFrame(rows, columns=["run", "mode", "step", "steps", "loss", "state", "updated"])
+        return pd.DataFrame(self._rows, columns=SUMMARY_COLUMNS)
+
+    def failures(self) -> dict:
+        "{run: error text} of the failed jobs."
+        return {r["run"]: r["error"] for r in self._rows if r["state"] == "failed"}
 
     def _curves(self, column: str, ylabel: str, logy: bool = False):
         curves = [hv.Curve(self.metrics(r)[["step", column]].dropna(), "step", hv.Dimension(column, label=ylabel), label=r)
-                  for r in self.runs if r in self._cache and column in self.metrics(r)]
+                  for r in self.runs if r in self._cache and column in self.metrics(r) and self.metrics(r)[column].notna().any()]
         if not curves:
             return None
         return hv.Overlay(curves).opts(title=ylabel, logy=logy, width=340, height=230, show_grid=True,
                                        legend_position="top_right", show_legend=len(curves) > 1)
 
     def plots(self, runs=None, version=None, log_y=None):
-        "Loss terms, lr and throughput of the selected runs: a HoloViews layout (or a note when nothing is selected)."
+        "Loss terms, lr, throughput per device and peak GPU memory of the selected runs: a HoloViews layout (or a note)."
         logy = self.log_y if log_y is None else log_y
         panels = [c for c in [self._curves(t, t if t != "loss" else "total loss", logy) for t in _TERMS]
-                  + [self._curves("lr", "learning rate"), self._curves("samples_per_s", "samples / s")] if c is not None]
+                  + [self._curves("lr", "learning rate")] + [self._curves(c, label, lg) for c, label, lg in _SYSTEM]
+                  if c is not None]
         if not panels:
             return hv.Div("<p>No run selected, or no metrics logged yet.</p>")
         return hv.Layout(panels).cols(3).opts(shared_axes=False)
@@ -572,17 +610,31 @@ class RunsDashboard(Viewer):
     def _table(self, version):
         t = self.table()
         if t.empty:
-            return pn.pane.Markdown(f"No runs under `{self.runs_dir}` yet: start one with `hyperkd distill`.")
-        return pn.pane.DataFrame(t, index=False, css_classes=["hkd-runs-table"], sizing_mode="stretch_width")
+            return pn.pane.Markdown(f"No runs under `{self.runs_dir}` yet: start one with `hyperkd distill` or `launch(cfg)`.")
+        t = t.assign(error=[e.splitlines()[-1][:80] if e else "" for e in t.error])
+        return pn.pane.DataFrame(t, index=False, css_classes=["hkd-runs-table"], sizing_mode="stretch_width",
+                                 float_format=lambda v: f"{v:.4g}")
+
+    def _failures(self, version):
+        fails = self.failures()
+        if not fails:
+            return pn.pane.Markdown("")
+        text = "\n\n".join(f"**{run} failed**\n```text\n{err}\n```" for run, err in fails.items())
+        return pn.pane.Markdown(text, css_classes=["hkd-failures"], sizing_mode="stretch_width")
+
+    def start_refreshing(self):
+        "Re-read every `refresh_s` seconds (served: per session; JupyterLab: in the kernel's event loop)."
+        if self.refresh_s and self._callback is None:
+            self._callback = pn.state.add_periodic_callback(self.refresh, period=int(self.refresh_s * 1000))
 
     def __panel__(self):
-        if self.refresh_s:
-            pn.state.onload(lambda: pn.state.add_periodic_callback(self.refresh, period=int(self.refresh_s * 1000)))
+        pn.state.onload(self.start_refreshing)
         select = pn.widgets.MultiSelect.from_param(self.param.runs, label="Runs (overlaid)", size=8, width=320)
         return pn.Row(
             pn.Column("## HyperKD runs", f"`{Path(self.runs_dir).resolve()}`", select,
                       pn.widgets.Checkbox.from_param(self.param.log_y, label="log loss axes"), width=340),
             pn.Column(pn.panel(pn.bind(self._table, version=self.param.version)),
+                      pn.panel(pn.bind(self._failures, version=self.param.version)),
                       pn.pane.HoloViews(pn.bind(self.plots, runs=self.param.runs, version=self.param.version, log_y=self.param.log_y),
                                         css_classes=["hkd-plots"]),
                       pn.panel(pn.bind(self._figure, runs=self.param.runs, version=self.param.version))))

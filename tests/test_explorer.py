@@ -18,6 +18,7 @@ hv = pytest.importorskip("holoviews")
 pn = pytest.importorskip("panel")
 from bokeh.document import Document
 from bokeh.models import GlyphRenderer, Image as BkImage, Plot
+from panel.models.markup import HTML as Markdown
 
 from hyperkd.data import demo_scene, write_cube
 from hyperkd.distill import TrainConfig, Trainer
@@ -340,3 +341,22 @@ def test_enmap_product_with_224_bands(trained_run, tmp_path):
     np.testing.assert_allclose(i.cube.values, want.values, atol=6e-5)  # int16 DNs with gain 1e-4
     ex = ReconstructionExplorer(i.model, i.stats, i.cube, cube_source=i.cube_source)
     assert ex.result.reconstruction.shape == (202, 48, 48) and str(prod) in ex.summary()
+
+
+def test_runs_dashboard_shows_launched_jobs(tmp_path, monkeypatch):
+    from hyperkd.launch import launch
+    monkeypatch.setenv("HYPERKD_CACHE", str(tmp_path / "cache"))
+    runs = tmp_path / "runs"
+    cfg = TrainConfig.for_mode("mae", name="bad", runs_dir=str(runs), data=str(tmp_path / "missing.tif"), progress=False)
+    dash = RunsDashboard(runs, refresh_s=0)
+    assert dash.table().empty
+    job = launch(cfg)
+    assert dash.refresh() and dash.table().loc[0, "run"] == "bad"  # listed before it logs anything
+    assert job.wait(timeout=300)["state"] == "failed"
+    assert dash.refresh()  # the state changed without a metrics line: the page is redrawn
+    row = dash.table().iloc[0]
+    assert (row["state"], row["executor"]) == ("failed", "local") and "missing.tif" in row["error"]
+    root = pn.panel(dash).get_root(Document())
+    texts = [m.text for m in root.select({"type": Markdown}) if "hkd-failures" in (m.css_classes or [])]
+    assert texts and "bad failed" in texts[0] and "missing.tif" in texts[0]
+    assert not dash.refresh()  # nothing changed since
