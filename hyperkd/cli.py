@@ -42,9 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ablate", help="train and evaluate the HyperKD variants under one budget",
                        description="Train and evaluate the HyperKD variants (same data, budget, seeds).")
     p.add_argument("--out", type=Path, default=Path("runs/ablation"), help="output folder (default runs/ablation)")
-    p.add_argument("--variants", nargs="*", action="extend", help="subset of variants (default: all; repeatable)")
-    p.add_argument("--seeds", nargs="*", action="extend", type=int, help="seeds (default: 0 1; repeatable)")
+    p.add_argument("--variants", nargs="*", action="extend", help="variants (default: mae hyperkd-no-teacher hyperkd; repeatable)")
+    p.add_argument("--seeds", nargs="*", action="extend", type=int, help="seeds (default: 0 1 2 3 4; repeatable)")
     p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--protocols", nargs="*", action="extend", help="downstream protocols (default: linear frozen finetune)")
+    p.add_argument("--no-baselines", action="store_true", help="skip the raw-spectra and random-init baselines")
+    p.add_argument("--head-epochs", type=int, default=60, help="most epochs of every downstream head (default 60; early stopping)")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="TrainConfig overrides for every run (repeatable)")
     p.add_argument("--no-progress", action="store_true")
@@ -71,7 +74,10 @@ def _serve(command: str, rest: list) -> int:
 def _ablate(a) -> int:
     from hyperkd.evaluate import ablate
     from hyperkd.distill import parse_override
-    df = ablate(a.out, a.variants, a.seeds if a.seeds else [0, 1], a.steps, progress=not a.no_progress, **dict(parse_override(o) for o in a.set))
+    from hyperkd.evaluate import PROTOCOLS
+    df = ablate(a.out, a.variants, a.seeds if a.seeds else (0, 1, 2, 3, 4), a.steps, protocols=a.protocols or PROTOCOLS,
+                baselines=not a.no_baselines, head_epochs=a.head_epochs, progress=not a.no_progress,
+                **dict(parse_override(o) for o in a.set))
     print((a.out / "results.md").read_text())
     print(f"results: {a.out}")
     return 0
