@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torch.distributed as dist
 
 from .spectral import HLS_BANDS, alignment_matrix, get_sensor, hls
@@ -28,7 +29,7 @@ from .data import (BandStats, PatchDataset, atomic_file, band_stats, demo_scene,
 from .cubes import RESAMPLE_METHODS, cache_dir
 from .models import (PRITHVI_PRESETS, HyperspectralMAE, PrithviMAE, load_prithvi, random_mask, save_prithvi)
 from .masking import MASK_STRATEGIES, spatial_guided_mask
-from .losses import HyperKDLoss, LossWeights, masked_mse
+from .losses import DISTILL_TARGETS, HyperKDLoss, LossWeights, TargetNorm, masked_mse, target_signal
 
 # %% auto #0
 __all__ = ['MODES', 'EXIT_STOPPED', 'STOP_SIGNALS', 'TrainConfig', 'parse_override', 'apply_overrides', 'git_revision',
@@ -75,6 +76,7 @@ class TrainConfig:
     # loss
     loss: dict = field(default_factory=lambda: asdict(LossWeights()))
     distill_kind: str = "mse"
+    distill_target: str = "layernorm"  # teacher tokens: "layernorm" (per token), "standardize" (per dimension, running), "none"
     ssim_data_range: float = 4.0  # normalised units: about ±2 standard deviations per band
     ssim_window: str = "gaussian"  # "gaussian" (7 x 7 sliding window, sigma 1.5) or "patch" (one window per MAE patch)
     # optimisation
@@ -107,6 +109,8 @@ class TrainConfig:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}.")
         if self.resample not in (None, *RESAMPLE_METHODS):
             raise ValueError(f"resample must be one of {RESAMPLE_METHODS} or null, got {self.resample!r}.")
+        if self.distill_target not in DISTILL_TARGETS:
+            raise ValueError(f"distill_target must be one of {DISTILL_TARGETS}, got {self.distill_target!r}.")
         if self.ssim_window not in ("gaussian", "patch"):
             raise ValueError(f"ssim_window must be 'gaussian' or 'patch', got {self.ssim_window!r}.")
         if self.mask not in MASK_STRATEGIES:
@@ -406,7 +410,11 @@ class Trainer:
         if self.world > 1:
             self.net = nn.parallel.DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.loss_fn = HyperKDLoss(cfg.loss, cfg.distill_kind, ssim_data_range=cfg.ssim_data_range,
-                                   ssim_window=7 if cfg.ssim_window == "gaussian" else "patch", patch_size=cfg.patch_size)
+                                   ssim_window=7 if cfg.ssim_window == "gaussian" else "patch", patch_size=cfg.patch_size,
+                                   normalize_target=cfg.distill_target == "layernorm")
+        self.target_norm = None
+        if self.teacher is not None and cfg.distill_target == "standardize":  # per-dimension running statistics
+            self.target_norm = nn.ModuleList(TargetNorm(self.teacher.embed_dim) for _ in cfg.teacher_layers).to(self.device)
         self._loss = _ReconstructionLoss(self.loss_fn, self.mean, self.std, bool(cfg.loss.get("kl", 0) or cfg.loss.get("sam", 0)))
         if cfg.compile_loss not in ("auto", "on", "off"):
             raise ValueError(f"compile_loss must be 'auto', 'on' or 'off', got {cfg.compile_loss!r}.")
@@ -432,11 +440,68 @@ class Trainer:
                                                                       "n_patches": len(self.dataset)}, indent=1))
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" and cfg.amp
                          else contextlib.nullcontext())
+        self.teacher_report = None
+        if self.teacher is not None and self.rank == 0:
+            self.teacher_report = self.teacher_diagnostics()
+
+    # --- what the teacher can give
+    @torch.no_grad()
+    def teacher_diagnostics(self, n: int = 32, write: bool = True) -> dict:
+        """The teacher's signal on up to `n` training patches: per distilled layer, `target_signal` of the targets as
+        the loss sees them (after `distill_target`) and of the raw tokens; the teacher-view statistics against the
+        teacher's normalisation (per band: mean and std in the teacher's standard deviations, 0 and ~1 when in
+        range); warnings for a degenerate target or an out-of-range input. Written to teacher_signal.json."""
+        cfg = self.cfg
+        idx = np.unique(np.linspace(0, len(self.dataset) - 1, min(n, len(self.dataset))).astype(int))
+        x = self._to_device(torch.stack([self.dataset[int(i)] for i in idx]))
+        t_in = self._teacher_view(x)
+        feats = self.teacher.features(t_in, None, layers=cfg.teacher_layers)
+        layers, warnings = {}, []
+        for l in cfg.teacher_layers:
+            raw = feats[l].float()[:, 1:]  # the patch tokens (without CLS)
+            if cfg.distill_target == "layernorm":
+                tgt = F.layer_norm(raw, raw.shape[-1:])
+            elif cfg.distill_target == "standardize":
+                tgt = TargetNorm(raw.shape[-1]).to(raw.device)(raw)
+            else:
+                tgt = raw
+            sig = {**target_signal(tgt), "raw": target_signal(raw)}
+            layers[str(l)] = sig
+            if sig["constant_share"] > 0.8 or sig["effective_rank"] < 2:
+                warnings.append(f"teacher layer {l}: the distillation target is nearly constant ({sig['constant_share']:.0%} "
+                                f"of it is one vector shared by every token, effective rank {sig['effective_rank']:.1f}); the "
+                                f"distill term can fall to {sig['floor']:.3f} by learning that constant alone. Try "
+                                f"distill_target='standardize' or an intermediate teacher layer (teacher_layers).")
+        v = t_in[:, :, 0].transpose(0, 1).reshape(t_in.shape[1], -1).float()
+        mean, std = v.mean(1), v.std(1)
+        bands = list(HLS_BANDS) if len(HLS_BANDS) == v.shape[0] else [str(i) for i in range(v.shape[0])]
+        far = [(b, float(m), float(s)) for b, m, s in zip(bands, mean, std) if abs(float(m)) > 2 or float(s) > 3]
+        if far:
+            refl = float(np.median(self.stats.mean))
+            cause = (f"the student's input has a median band mean of {refl:.3g}: radiance or digital numbers rather than "
+                     f"reflectance 0-1 (check the scale factor)" if refl > 1.5 else
+                     "the scene is unlike the teacher's training data (another sensor's calibration, atmosphere, or "
+                     "land cover), or the alignment mixes the wrong bands")
+            warnings.append("the teacher's input is out of its range: " + ", ".join(f"{b} mean {m:+.2f} sd {s:.2f}" for b, m, s in far)
+                            + f" (in the teacher's standard deviations; in range: mean within ±2). Likely cause: {cause}.")
+        report = {"layers": layers, "input": {"bands": bands, "mean": mean.tolist(), "std": std.tolist()},
+                  "distill_target": cfg.distill_target, "n_patches": len(idx), "warnings": warnings}
+        for l, s in layers.items():
+            self.log(f"teacher layer {l}: constant share {s['constant_share']:.1%} (raw tokens {s['raw']['constant_share']:.1%}), "
+                     f"effective rank {s['effective_rank']:.1f} of {s['dim']}, distill floor {s['floor']:.3f}")
+        for w in warnings:
+            self.log(f"WARNING: {w}")
+        if write:
+            _atomic_write_text(self.run_dir / "teacher_signal.json", json.dumps(report, indent=1))
+        return report
 
     # --- checkpoints
     def _checkpoint(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                "step": self.step, "config": asdict(self.cfg)}
+        ck = {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+              "step": self.step, "config": asdict(self.cfg)}
+        if self.target_norm is not None:
+            ck["target_norm"] = self.target_norm.state_dict()
+        return ck
 
     def save_checkpoint(self, figure_every_s: float = 60.0):
         "checkpoint.pt (atomic); also reconstruction.png when the last one is older than `figure_every_s` (live dashboards)."
@@ -456,6 +521,8 @@ class Trainer:
             self.model.load_state_dict(ck["model"])
             self.opt.load_state_dict(ck["optimizer"])
             self.sched.load_state_dict(ck["scheduler"])
+            if self.target_norm is not None:
+                self.target_norm.load_state_dict(ck["target_norm"])
             self.step = int(ck["step"])
         except Exception as e:
             raise ValueError(f"{path}: cannot resume from this checkpoint ({type(e).__name__}: {e}).") from None
@@ -501,6 +568,8 @@ class Trainer:
             if self.teacher is not None and cfg.loss.get("distill", 0):
                 tf = self.teacher.features(t_in, mask, layers=cfg.teacher_layers)
                 t_feats = {i: tf[l].clone() for i, l in enumerate(cfg.teacher_layers)}
+                if self.target_norm is not None:
+                    t_feats = {i: self.target_norm[i](t) for i, t in t_feats.items()}
                 s_feats = {i: out.projected[l] for i, l in enumerate(cfg.student_layers)}
             else:
                 s_feats = None

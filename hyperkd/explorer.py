@@ -615,6 +615,28 @@ class RunsDashboard(Viewer):
         return pn.pane.DataFrame(t, index=False, css_classes=["hkd-runs-table"], sizing_mode="stretch_width",
                                  float_format=lambda v: f"{v:.4g}")
 
+    def teacher_signal(self, runs=None) -> str:
+        "Markdown: each selected distillation run's teacher signal (teacher_signal.json) and its warnings."
+        parts = []
+        for r in (self.runs if runs is None else runs):
+            f = Path(self.runs_dir) / r / "teacher_signal.json"
+            if not f.exists():
+                continue
+            try:
+                rep = json.loads(f.read_text())
+            except ValueError:
+                continue
+            rows = [f"| {l} | {s['constant_share']:.1%} | {s['effective_rank']:.1f} / {s['dim']} | {s['floor']:.3f} |"
+                    for l, s in rep["layers"].items()]
+            inp = ", ".join(f"{b} {m:+.2f}" for b, m in zip(rep["input"]["bands"], rep["input"]["mean"]))
+            parts.append(f"**{r}**: teacher signal ({rep['distill_target']} targets)\n\n| layer | constant share | effective rank | distill floor |\n"
+                         "|---|---|---|---|\n" + "\n".join(rows) + f"\n\nteacher input means (teacher sd): {inp}"
+                         + "".join(f"\n\n⚠ {w}" for w in rep["warnings"]))
+        return "\n\n".join(parts)
+
+    def _signal(self, runs, version):
+        return pn.pane.Markdown(self.teacher_signal(runs), css_classes=["hkd-teacher-signal"], sizing_mode="stretch_width")
+
     def _failures(self, version):
         fails = self.failures()
         if not fails:
@@ -635,6 +657,7 @@ class RunsDashboard(Viewer):
                       pn.widgets.Checkbox.from_param(self.param.log_y, label="log loss axes"), width=340),
             pn.Column(pn.panel(pn.bind(self._table, version=self.param.version)),
                       pn.panel(pn.bind(self._failures, version=self.param.version)),
+                      pn.panel(pn.bind(self._signal, runs=self.param.runs, version=self.param.version)),
                       pn.pane.HoloViews(pn.bind(self.plots, runs=self.param.runs, version=self.param.version, log_y=self.param.log_y),
                                         css_classes=["hkd-plots"]),
                       pn.panel(pn.bind(self._figure, runs=self.param.runs, version=self.param.version))))

@@ -15,8 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['masked_mse', 'ssim_map', 'ssim_loss', 'block_ssim', 'patch_ssim_loss', 'spectral_kl', 'spectral_angle', 'sam_loss',
-           'feature_distill_loss', 'LossWeights', 'HyperKDLoss']
+__all__ = ['DISTILL_TARGETS', 'masked_mse', 'ssim_map', 'ssim_loss', 'block_ssim', 'patch_ssim_loss', 'spectral_kl',
+           'spectral_angle', 'sam_loss', 'feature_distill_loss', 'target_signal', 'TargetNorm', 'LossWeights',
+           'HyperKDLoss']
 
 # %% ../nbs/01c_losses.ipynb #ddc53e5e
 def _weights(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
@@ -170,6 +171,62 @@ def feature_distill_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str
         return (1 - F.cosine_similarity(s, t, dim=-1)).mean()
     raise ValueError(f"Unknown distillation loss {kind!r}; choose 'mse' or 'cosine'.")
 
+# %% ../nbs/01c_losses.ipynb #aa38eb73
+DISTILL_TARGETS = ("layernorm", "standardize", "none")
+
+def target_signal(tokens: torch.Tensor) -> dict:
+    """How much a distillation target carries: tokens (..., D) → {'constant_share', 'effective_rank', 'floor', 'dim',
+    'n_tokens'}. `constant_share`: the share of the target's mean square that the best *constant* predictor (the mean
+    token) explains (1: every token the same vector; ~0: zero-mean targets); `floor`: that predictor's MSE per element
+    (the value the distill term reaches by learning the constant alone); `effective_rank`: exp of the entropy of the
+    centred tokens' normalised singular-value spectrum (1: one direction; D: all directions equally)."""
+    t = tokens.detach().reshape(-1, tokens.shape[-1]).double()
+    n, d = t.shape
+    if n < 2:
+        raise ValueError(f"target_signal: need at least 2 tokens, got {n}.")
+    mu = t.mean(0)
+    total = t.square().sum(1).mean()
+    resid = (t - mu).square().sum(1).mean()
+    s = torch.linalg.svdvals(t - mu)
+    p = s.square() / s.square().sum().clamp_min(1e-300)
+    p = p[p > 0]
+    return {"constant_share": float(1 - resid / total) if total > 0 else float("nan"),
+            "effective_rank": float(torch.exp(-(p * p.log()).sum())) if len(p) else 0.0,
+            "floor": float(resid / d), "dim": d, "n_tokens": n}
+
+class TargetNorm(nn.Module):
+    """Per-dimension standardisation of teacher tokens (B, T, D) across tokens, with running statistics (as
+    feature-prediction self-supervision normalises its targets, e.g. data2vec, MaskFeat): a direction shared by every
+    token, which per-token layer norm keeps, is removed. The first batch sets the statistics; later batches move them
+    by `momentum` (all processes' batches together under DDP). Buffers: saved with the trainer's checkpoint."""
+    def __init__(self, dim: int, momentum: float = 0.01, eps: float = 1e-6):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("var", torch.ones(dim))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, t: torch.Tensor):
+        t = t.detach().float().reshape(-1, t.shape[-1])
+        stats = torch.cat([t.mean(0), t.square().mean(0)])
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(stats)
+            stats /= dist.get_world_size()
+        m, sq = stats.chunk(2)
+        v = (sq - m.square()).clamp_min(0)
+        if int(self.count) == 0:
+            self.mean.copy_(m); self.var.copy_(v)
+        else:
+            self.mean.lerp_(m, self.momentum); self.var.lerp_(v, self.momentum)
+        self.count += 1
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            self.update(t)
+        return (t.detach().float() - self.mean) / torch.sqrt(self.var + self.eps)
+
 # %% ../nbs/01c_losses.ipynb #5ccb04dc
 @dataclass
 class LossWeights:
@@ -182,14 +239,16 @@ class LossWeights:
 class HyperKDLoss(nn.Module):
     "Weighted sum of the HyperKD loss terms; returns (total, {term: value}) with each term logged separately."
     def __init__(self, weights: LossWeights | dict | None = None, distill_kind: str = "mse", ssim_window: int | str = 7,
-                 ssim_data_range: float | None = None, patch_size: int | None = None):
-        "`ssim_window`: the Gaussian window's size, or 'patch' (one window per `patch_size` patch: `patch_ssim_loss`)."
+                 ssim_data_range: float | None = None, patch_size: int | None = None, normalize_target: bool = True):
+        """`ssim_window`: the Gaussian window's size, or 'patch' (one window per `patch_size` patch: `patch_ssim_loss`).
+        `normalize_target`: layer-normalise the teacher tokens (False when the caller normalised them, e.g. `TargetNorm`)."""
         super().__init__()
         w = weights if isinstance(weights, LossWeights) else LossWeights(**(weights or {}))
         if isinstance(ssim_window, str) and (ssim_window != "patch" or not patch_size):
             raise ValueError(f"ssim_window must be a Gaussian window size (int) or 'patch' with patch_size given; "
                              f"got ssim_window={ssim_window!r}, patch_size={patch_size!r}.")
         self.weights, self.distill_kind, self.ssim_window, self.patch_size = w, distill_kind, ssim_window, patch_size
+        self.normalize_target = normalize_target
         self.ssim_data_range = ssim_data_range  # fixed range: the loss then does not depend on the batch composition
 
     def forward(self, pred, target, mask=None, pred_refl=None, target_refl=None, student_tokens=None,
@@ -215,7 +274,8 @@ class HyperKDLoss(nn.Module):
             missing = set(student_tokens) ^ set(teacher_tokens)
             if missing:
                 raise ValueError(f"Distillation layers differ between student and teacher: {sorted(missing)}.")
-            terms["distill"] = sum(feature_distill_loss(student_tokens[k], teacher_tokens[k], self.distill_kind)
+            terms["distill"] = sum(feature_distill_loss(student_tokens[k], teacher_tokens[k], self.distill_kind,
+                                                        self.normalize_target)
                                    for k in student_tokens) / len(student_tokens)
         if not terms:
             raise ValueError("All loss weights are zero.")

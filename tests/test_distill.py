@@ -217,3 +217,46 @@ def test_second_small_teacher_does_not_collide(tmp_path):
     assert p.returncode == 0, out
     assert "Resuming the interrupted teacher pretraining" in out
     assert read_metrics(teacher_runs[1]).step.max() == 4
+
+
+def test_teacher_input_out_of_range_is_flagged_with_the_likely_cause(tmp_path, monkeypatch):
+    "A cube in radiance-like units (reflectance x 100, as a file with a missing scale factor gives) gets a warning."
+    from hyperkd.data import demo_scene, write_cube
+    monkeypatch.setenv("HYPERKD_CACHE", str(tmp_path / "cache"))
+    scene = demo_scene(seed=7, size=64).reflectance
+    write_cube(scene, tmp_path / "ok.tif")
+    write_cube(scene * 100.0, tmp_path / "radiance.tif")
+    reports, logs = {}, []
+    for name in ("ok", "radiance"):
+        cfg = TrainConfig.for_mode("distill", name=name, runs_dir=str(tmp_path / "runs"), data=str(tmp_path / f"{name}.tif"),
+                                   img_size=32, patch_size=8, batch_size=2, steps=1, teacher_steps=10, progress=False)
+        t = Trainer(cfg, log=logs.append)
+        reports[name] = json.loads((t.run_dir / "teacher_signal.json").read_text())
+    assert not any("out of its range" in w for w in reports["ok"]["warnings"]), reports["ok"]
+    bad = [w for w in reports["radiance"]["warnings"] if "out of its range" in w]
+    assert bad and "radiance or digital numbers" in bad[0], reports["radiance"]["warnings"]
+    assert any(l.startswith("WARNING: the teacher's input is out of its range") for l in logs)
+    sig = reports["ok"]["layers"]["-1"]
+    assert 0 <= sig["constant_share"] <= 1 and 1 <= sig["effective_rank"] <= sig["dim"] and sig["floor"] >= 0
+
+
+@pytest.mark.slow
+def test_standardized_targets_resume_exactly(tmp_path, monkeypatch):
+    "distill_target='standardize' keeps running statistics: they are checkpointed, so a resumed run equals one piece."
+    monkeypatch.setenv("HYPERKD_CACHE", str(tmp_path / "cache"))
+    base = dict(runs_dir=str(tmp_path / "runs"), data="demo", demo_scenes=1, demo_size=64, img_size=32, patch_size=8,
+                batch_size=4, steps=6, ckpt_every=3, log_every=1, warmup_steps=2, teacher_steps=10, progress=False,
+                distill_target="standardize")
+    from hyperkd.distill import TrainingStopped, graceful_stop, request_stop, resume
+    whole = train(TrainConfig.for_mode("distill", name="whole", **base))
+    t = Trainer(TrainConfig.for_mode("distill", name="part", **base), log=lambda *a: None)
+    with graceful_stop(), pytest.raises(TrainingStopped):
+        request_stop()  # as a signal would: the run stops after its first step, with a checkpoint
+        t.fit()
+    part = resume(t.run_dir)
+    a, b = read_metrics(whole), read_metrics(part)
+    assert a.distill.tolist() == b.distill.tolist() and a.step.tolist() == b.step.tolist()
+    ck = torch.load(part / "checkpoint.pt", weights_only=False)
+    assert int(ck["target_norm"]["0.count"]) == 6
+    with pytest.raises(ValueError, match="distill_target must be one of"):
+        TrainConfig.for_mode("distill", distill_target="whiten")

@@ -356,7 +356,24 @@ def test_runs_dashboard_shows_launched_jobs(tmp_path, monkeypatch):
     assert dash.refresh()  # the state changed without a metrics line: the page is redrawn
     row = dash.table().iloc[0]
     assert (row["state"], row["executor"]) == ("failed", "local") and "missing.tif" in row["error"]
+    hv.extension("bokeh", logo=False)
     root = pn.panel(dash).get_root(Document())
     texts = [m.text for m in root.select({"type": Markdown}) if "hkd-failures" in (m.css_classes or [])]
     assert texts and "bad failed" in texts[0] and "missing.tif" in texts[0]
     assert not dash.refresh()  # nothing changed since
+
+
+def test_runs_dashboard_shows_the_teacher_signal(tmp_path):
+    run = tmp_path / "runs" / "kd"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0, "distill": 0.2, "lr": 1e-3, "samples_per_s": 5.0}) + "\n")
+    rep = {"layers": {"-1": {"constant_share": 0.853, "effective_rank": 2.6, "floor": 0.147, "dim": 128, "n_tokens": 512}},
+           "input": {"bands": ["BLUE", "GREEN"], "mean": [1.05, 0.2], "std": [0.08, 0.9]}, "distill_target": "layernorm",
+           "n_patches": 32, "warnings": ["the teacher's input is out of its range: BLUE mean +1.05"]}
+    (run / "teacher_signal.json").write_text(json.dumps(rep))
+    hv.extension("bokeh", logo=False)
+    dash = RunsDashboard(tmp_path / "runs", refresh_s=0)
+    text = dash.teacher_signal()
+    assert "85.3%" in text and "2.6 / 128" in text and "0.147" in text and "BLUE +1.05" in text and "out of its range" in text
+    root = pn.panel(dash).get_root(Document())
+    assert any("85.3%" in m.text for m in root.select({"type": Markdown}) if "hkd-teacher-signal" in (m.css_classes or []))
