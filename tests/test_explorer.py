@@ -377,3 +377,22 @@ def test_runs_dashboard_shows_the_teacher_signal(tmp_path):
     assert "85.3%" in text and "2.6 / 128" in text and "0.147" in text and "BLUE +1.05" in text and "out of its range" in text
     root = pn.panel(dash).get_root(Document())
     assert any("85.3%" in m.text for m in root.select({"type": Markdown}) if "hkd-teacher-signal" in (m.css_classes or []))
+
+
+def test_runs_dashboard_refreshes_inside_a_jupyter_kernel(tmp_path):
+    "Displayed in a notebook (a real ipykernel, as JupyterLab runs it), the dashboard re-reads the runs by itself."
+    import nbformat
+    from nbclient import NotebookClient
+    runs = tmp_path / "runs"
+    (runs / "live").mkdir(parents=True)
+    line = lambda s: json.dumps({"step": s, "loss": 1.0 / s, "lr": 1e-3, "samples_per_s": 5.0}) + "\n"
+    (runs / "live" / "metrics.jsonl").write_text(line(1))
+    cells = [f"import panel as pn\nfrom hyperkd.explorer import RunsDashboard\npn.extension()\n"
+             f"dash = RunsDashboard({str(runs)!r}, refresh_s=0.3)\nv0 = dash.version\ndash",
+             f"import asyncio, pathlib\nwith open({str(runs / 'live' / 'metrics.jsonl')!r}, 'a') as f:\n    f.write({line(2)!r})\n"
+             "await asyncio.sleep(2.0)  # the kernel's event loop runs the dashboard's periodic re-read meanwhile\n"
+             "print('VERSION', dash.version > v0, list(dash.metrics('live').step))"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    out = "".join(o.get("text", "") for o in nb.cells[1].outputs)
+    assert "VERSION True [1, 2]" in out, nb.cells[1].outputs
