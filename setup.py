@@ -38,7 +38,7 @@ setuptools.setup(
     url=cfg["git_url"],
     packages=setuptools.find_packages(include=["hyperkd", "hyperkd.*"]),
     include_package_data=True,
-    package_data={"hyperkd": ["data/*.csv", "data/*.txt", "data/*.md"]},
+    package_data={"hyperkd": ["data/*.csv", "data/*.txt", "data/*.md", "data/*.pt", "data/*.json"]},
     install_requires=requirements,
     extras_require={"samples": samples, "dev": dev},
     dependency_links=cfg.get("dep_links", "").split(),

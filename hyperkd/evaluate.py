@@ -18,14 +18,14 @@ import torch.nn.functional as F
 from .losses import ssim_map, spectral_angle
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'BASELINES', 'LOWER_IS_BETTER', 'ABLATION_VARIANTS', 'STUDY_VARIANTS', 'RECONSTRUCTION_METRICS',
-           'DOWNSTREAM_METRICS', 'MAIN_DOWNSTREAM', 'ABLATION_METRICS', 'reconstruction_metrics', 'windowed_sam',
-           'encoder_features', 'TaskHead', 'classification_metrics', 'segmentation_metrics', 'regression_metrics',
-           'train_head', 'predict_head', 'downstream_eval', 'pyramid_layers', 'PixelHead', 'layer_decay_groups',
-           'run_protocol', 'random_init_like', 'paired_bootstrap', 'verdict', 'compare_variants', 'spectral_features',
-           'ridge_fit_predict', 'spectral_check', 'variant_config', 'DownstreamData', 'demo_downstream_data',
-           'downstream_metrics', 'evaluate_model', 'evaluate_run', 'ablate', 'ablation_table', 'study_report',
-           'plot_ablation', 'compare_to_baseline']
+__all__ = ['PROTOCOLS', 'BASELINES', 'LOWER_IS_BETTER', 'ABLATION_VARIANTS', 'TEACHER_VARIANTS', 'STUDY_VARIANTS',
+           'RECONSTRUCTION_METRICS', 'DOWNSTREAM_METRICS', 'MAIN_DOWNSTREAM', 'ABLATION_METRICS',
+           'reconstruction_metrics', 'windowed_sam', 'encoder_features', 'TaskHead', 'classification_metrics',
+           'segmentation_metrics', 'regression_metrics', 'train_head', 'predict_head', 'downstream_eval',
+           'pyramid_layers', 'PixelHead', 'layer_decay_groups', 'run_protocol', 'random_init_like', 'paired_bootstrap',
+           'verdict', 'compare_variants', 'spectral_features', 'ridge_fit_predict', 'spectral_check', 'variant_config',
+           'DownstreamData', 'demo_downstream_data', 'downstream_metrics', 'evaluate_model', 'evaluate_run', 'ablate',
+           'ablation_table', 'study_report', 'plot_ablation', 'compare_to_baseline']
 
 # %% ../nbs/03_evaluate.ipynb #ed7a1c38
 def _as4d(a, dtype=torch.float64) -> torch.Tensor:
@@ -621,7 +621,14 @@ ABLATION_VARIANTS = {
     # normalisation only, never its weights) and enhanced loss, distillation weight 0. hyperkd - control = the teacher.
     "hyperkd-no-teacher": dict(mode="distill", alignment="range", mask="gradient", loss={"distill": 0.0}),
     "hyperkd-patch-ssim": dict(mode="distill", alignment="range", mask="gradient", ssim_window="patch"),
+    # what the teacher should give (issue #15): the teacher's last layer instead of the default half-depth one,
+    # and its targets standardised per dimension instead of layer-normed per token
+    "hyperkd-last": dict(mode="distill", alignment="range", mask="gradient", teacher_layers=(-1,)),
+    "hyperkd-standardized": dict(mode="distill", alignment="range", mask="gradient", distill_target="standardize"),
+    "hyperkd-standardized-last": dict(mode="distill", alignment="range", mask="gradient", distill_target="standardize",
+                                      teacher_layers=(-1,)),
 }
+TEACHER_VARIANTS = ("hyperkd-no-teacher", "hyperkd-last", "hyperkd", "hyperkd-standardized-last", "hyperkd-standardized")
 STUDY_VARIANTS = ("mae", "hyperkd-no-teacher", "hyperkd")  # the default of `hyperkd ablate`: the questions that decide
 
 def variant_config(variant: str, **overrides):
@@ -763,7 +770,7 @@ def ablate(out_dir, variants: Sequence[str] | None = None, seeds: Sequence[int] 
     if bad:
         raise ValueError(f"Unknown protocol(s) {bad}; choose from {list(PROTOCOLS)}.")
     base = dict(data="demo", demo_scenes=2, demo_size=96, img_size=32, patch_size=8, batch_size=8, warmup_steps=10,
-                ckpt_every=steps, log_every=max(1, steps // 10), teacher_steps=200, progress=progress)
+                ckpt_every=steps, log_every=max(1, steps // 10), progress=progress)  # the shipped small teacher
     base.update(overrides)
     key = {"protocols": list(protocols), "head_epochs": head_epochs}
     rows, bands = [], []

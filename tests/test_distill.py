@@ -204,11 +204,11 @@ def test_second_small_teacher_does_not_collide(tmp_path):
         assert "pretraining one" in out
     assert sorted(p.name for p in (tmp_path / "runs").iterdir() if "teacher" in p.name) == []
     teacher_runs = sorted((tmp_path / "cache" / "teacher-runs").iterdir())
-    assert [p.name.split("-seed")[1] for p in teacher_runs] == ["0-ln5", "1-ln5"]
+    assert [p.name.split("-seed")[1] for p in teacher_runs] == ["0-ln5-aug", "1-ln5-aug"]
     assert len(list((tmp_path / "cache" / "teachers").glob("*.pt"))) == 2
     # an interrupted pretraining (checkpoint, no teacher.pt, nothing cached) resumes instead of failing
     (teacher_runs[1] / "teacher.pt").unlink()
-    next((tmp_path / "cache" / "teachers").glob("*seed1-ln5.pt")).unlink()
+    next((tmp_path / "cache" / "teachers").glob("*seed1-ln5-aug.pt")).unlink()
     ck = torch.load(teacher_runs[1] / "checkpoint.pt", weights_only=False)
     ck["step"] = 2  # as if killed after the step-2 checkpoint
     torch.save(ck, teacher_runs[1] / "checkpoint.pt")
@@ -236,7 +236,7 @@ def test_teacher_input_out_of_range_is_flagged_with_the_likely_cause(tmp_path, m
     bad = [w for w in reports["radiance"]["warnings"] if "out of its range" in w]
     assert bad and "radiance or digital numbers" in bad[0], reports["radiance"]["warnings"]
     assert any(l.startswith("WARNING: the teacher's input is out of its range") for l in logs)
-    sig = reports["ok"]["layers"]["-1"]
+    sig = next(iter(reports["ok"]["layers"].values()))
     assert 0 <= sig["constant_share"] <= 1 and 1 <= sig["effective_rank"] <= sig["dim"] and sig["floor"] >= 0
 
 
@@ -260,3 +260,29 @@ def test_standardized_targets_resume_exactly(tmp_path, monkeypatch):
     assert int(ck["target_norm"]["0.count"]) == 6
     with pytest.raises(ValueError, match="distill_target must be one of"):
         TrainConfig.for_mode("distill", distill_target="whiten")
+
+
+def test_shipped_teacher_knows_more_than_trivial_predictors():
+    "The teacher in the package beats the per-band mean and a bilinear fill on held-out rows, as its JSON says."
+    from hyperkd.distill import AugmentedScenes, shipped_teacher_path, teacher_skill
+    from hyperkd.models import load_prithvi
+    from hyperkd.samples import load_multispectral_scene
+    path = shipped_teacher_path()
+    made = json.loads(path.with_suffix(".json").read_text())
+    assert path.stat().st_size < 5 * 2**20 and made["steps"] == 30000
+    held = AugmentedScenes([load_multispectral_scene(n) for n in ("sentinel2", "landsat8")], 32).heldout_patches()
+    sk = teacher_skill(load_prithvi(path, num_frames=1, img_size=32), held)
+    assert sk["teacher"] < 0.85 * min(sk["band_mean"], sk["bilinear_fill"]), sk
+    assert abs(sk["teacher"] - made["skill"]["teacher"]) < 1e-5
+    # the trivial predictors are what they say: exact on images they can represent
+    flat = torch.full((2, 6, 32, 32), 0.2)
+    trivial = teacher_skill(load_prithvi(path, num_frames=1, img_size=32), flat)
+    assert trivial["band_mean"] < 1e-12 and trivial["bilinear_fill"] < 1e-12
+
+
+def test_teacher_layers_half_depth_and_errors():
+    from hyperkd.distill import resolve_layers
+    assert resolve_layers(("half",), 4) == (1,) and resolve_layers(("half",), 12) == (5,) and resolve_layers(("half", -1), 24) == (11, -1)
+    with pytest.raises(ValueError, match="not a block of this 4-block teacher"):
+        resolve_layers((7,), 4)
+    assert TrainConfig().teacher_layers == ("half",)
