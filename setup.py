@@ -20,6 +20,7 @@ lic = licenses[cfg["license"]]
 requirements = cfg.get("requirements", "").split()
 samples = cfg.get("samples_requirements", "").split()
 dev = cfg.get("dev_requirements", "").split()
+terratorch = cfg.get("terratorch_requirements", "").split()  # heavy: an optional extra, never core
 # settings.ini lists requirements space-separated; a spec like `nbdev>=2.4,<3` must not contain spaces.
 min_python = cfg["min_python"]
 
@@ -40,7 +41,7 @@ setuptools.setup(
     include_package_data=True,
     package_data={"hyperkd": ["data/*.csv", "data/*.txt", "data/*.md", "data/*.pt", "data/*.json"]},
     install_requires=requirements,
-    extras_require={"samples": samples, "dev": dev},
+    extras_require={"samples": samples, "dev": dev, "terratorch": terratorch},
     dependency_links=cfg.get("dep_links", "").split(),
     python_requires=">=" + min_python,
     long_description=(here / "README.md").read_text(encoding="utf-8") if (here / "README.md").exists() else cfg["description"],

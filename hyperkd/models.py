@@ -5,6 +5,7 @@
 # %% ../nbs/01a_models.ipynb #bcc53a98
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -17,14 +18,15 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin
 from timm.models.vision_transformer import Block
 
 # %% auto #0
 __all__ = ['LN_EPS', 'PRITHVI_V1_MEAN', 'PRITHVI_V1_STD', 'PRITHVI_V2_MEAN', 'PRITHVI_V2_STD', 'TL', 'PRITHVI_PRESETS',
-           'STUDENT_PRESETS', 'sincos_1d', 'sincos_3d', 'random_mask', 'PatchEmbed3D', 'spectral_groups',
-           'GroupedPatchEmbed', 'MAEEncoder', 'MAEDecoder', 'patchify', 'unpatchify', 'PrithviConfig', 'CoordEncoder',
-           'PrithviMAE', 'CheckpointError', 'prithvi_state_dict', 'load_prithvi_weights', 'load_prithvi',
-           'save_prithvi', 'MAEOutput', 'HyperspectralMAE']
+           'STUDENT_CARD_TEMPLATE', 'STUDENT_PRESETS', 'sincos_1d', 'sincos_3d', 'random_mask', 'PatchEmbed3D',
+           'spectral_groups', 'GroupedPatchEmbed', 'MAEEncoder', 'MAEDecoder', 'patchify', 'unpatchify',
+           'PrithviConfig', 'CoordEncoder', 'PrithviMAE', 'CheckpointError', 'prithvi_state_dict',
+           'load_prithvi_weights', 'load_prithvi', 'save_prithvi', 'StrictHubMixin', 'MAEOutput', 'HyperspectralMAE']
 
 # %% ../nbs/01a_models.ipynb #ff3b35ef
 def sincos_1d(dim: int, pos: np.ndarray) -> np.ndarray:
@@ -451,6 +453,72 @@ def save_prithvi(model: PrithviMAE, path) -> Path:
         torch.save({"model": model.state_dict(), "prithvi_config": asdict(model.config)}, tmp)
     return Path(path)
 
+# %% ../nbs/01a_models.ipynb #70fd2619
+STUDENT_CARD_TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ title | default("A hyperkd hyperspectral masked autoencoder", true) }}
+
+{{ summary | default("A `hyperkd.models.HyperspectralMAE` saved with `save_pretrained`.", true) }}
+
+```python
+from hyperkd.models import HyperspectralMAE
+model = HyperspectralMAE.from_pretrained("{{ repo_id | default('<folder or repo id>', true) }}")
+```
+{{ details | default("", true) }}
+Code: {{ repo_url }}
+"""
+
+class StrictHubMixin(PyTorchModelHubMixin):
+    """`PyTorchModelHubMixin` (`save_pretrained`, `from_pretrained`, `push_to_hub`) with strict loading: a missing,
+    unreadable or mismatched `config.json` / `model.safetensors` raises `CheckpointError` naming the file."""
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        "A model from an exported folder or a Hub repo id (cached; honours HF_HUB_OFFLINE), in eval mode."
+        src = Path(str(pretrained_model_name_or_path))
+        if src.is_dir():
+            for name in ("config.json", "model.safetensors"):
+                if not (src / name).is_file():
+                    raise CheckpointError(f"{src / name}: missing; a saved model folder holds config.json and model.safetensors.")
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            where = src / "config.json" if src.is_dir() else f"config.json of {pretrained_model_name_or_path}"
+            raise CheckpointError(f"{where}: not valid JSON ({e}).") from None
+
+    @classmethod
+    def _from_pretrained(cls, *, model_id, revision, cache_dir, force_download, local_files_only, token,
+                         map_location="cpu", strict=True, config=None, **model_kwargs):
+        import safetensors.torch
+        if os.path.isdir(model_id):
+            cfg_file, weights = Path(model_id) / "config.json", Path(model_id) / "model.safetensors"
+        else:
+            from huggingface_hub import hf_hub_download
+            cfg_file = f"config.json of {model_id}"
+            weights = Path(hf_hub_download(model_id, "model.safetensors", revision=revision, cache_dir=cache_dir, token=token,
+                                           force_download=force_download, local_files_only=local_files_only))
+        try:
+            model = cls(**model_kwargs)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{cfg_file}: the architecture in it cannot be built ({e}).") from None
+        try:
+            sd = safetensors.torch.load_file(str(weights), device=str(map_location))
+        except Exception as e:
+            raise CheckpointError(f"{weights}: cannot read as safetensors ({type(e).__name__}: {e}).") from None
+        own = model.state_dict()
+        missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
+        shapes = [f"{k}: file {tuple(sd[k].shape)} vs config {tuple(own[k].shape)}" for k in sorted(set(sd) & set(own))
+                  if sd[k].shape != own[k].shape]
+        if strict and (missing or unexpected or shapes):
+            raise CheckpointError(f"{weights} does not fit the architecture in {cfg_file}: " + "; ".join(
+                [f"{len(shapes)} shape mismatch(es): {shapes[:4]}"] * bool(shapes) + [f"missing {missing[:6]}"] * bool(missing)
+                + [f"unexpected {unexpected[:6]}"] * bool(unexpected)))
+        model.load_state_dict(sd, strict=strict)
+        model.hub_config = dict(config or {})
+        return model.eval()
+
 # %% ../nbs/01a_models.ipynb #1d7731ea
 STUDENT_PRESETS = {
     "tiny": dict(embed_dim=96, depth=4, num_heads=3, decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=2),
@@ -467,8 +535,10 @@ class MAEOutput:
     projected: dict  # {layer: (B, 1 + n_visible, D_teacher)} through the projector (empty without one)
     mask_pixels: torch.Tensor | None = None  # (B, 1, H, W) float, 1 where the pixel's patch is masked
 
-class HyperspectralMAE(nn.Module):
-    "Masked autoencoder for hyperspectral patches (B, C, H, W), tokenizer 'flat' or 'grouped'."
+class HyperspectralMAE(nn.Module, StrictHubMixin, library_name="hyperkd", license="apache-2.0", repo_url="https://github.com/hyperkd/hyperkd",
+                       tags=["hyperspectral", "enmap", "masked-autoencoder", "remote-sensing"], model_card_template=STUDENT_CARD_TEMPLATE):
+    """Masked autoencoder for hyperspectral patches (B, C, H, W), tokenizer 'flat' or 'grouped'. `save_pretrained`,
+    `from_pretrained` and `push_to_hub` come from huggingface_hub (`StrictHubMixin`)."""
     def __init__(self, in_chans: int = 202, img_size: int = 128, patch_size: int = 16, embed_dim: int = 768,
                  depth: int = 12, num_heads: int = 12, decoder_embed_dim: int = 512, decoder_depth: int = 8,
                  decoder_num_heads: int = 16, mlp_ratio: float = 4.0, tokenizer: str = "flat", groups: int = 8,
