@@ -164,7 +164,7 @@ def test_backbone_matches_the_exported_encoder(exported):
     with torch.no_grad():
         feats = bb(x)
         ref, _ = model.encoder(x.unsqueeze(2), None, ())
-    assert bb.out_channels == [96] * 4 and len(feats) == 4 and torch.equal(feats[-1], ref)
+    assert bb.out_channels == [96] * 4 and len(feats) == 4 and torch.equal(feats[-1], ref) and bb.training
     fresh = hyperkd_student(pretrained=False, path=str(exported))
     assert not torch.equal(fresh.encoder.patch_embed.proj.weight, bb.encoder.patch_embed.proj.weight)
     with pytest.raises(ValueError, match="backbone_path"):
@@ -198,6 +198,7 @@ model:
       decoder_channels: 32
       num_classes: 3
     loss: ce
+    ignore_index: -1
     lr: 1.0e-3
 """
 
@@ -222,6 +223,7 @@ def test_terratorch_finetunes_an_exported_student(exported, tmp_path):
     model = EncoderDecoderFactory().build_model(task="segmentation", **init["model_args"])
     ref, _, _ = load_export(exported)
     assert torch.equal(model.encoder.encoder.patch_embed.proj.weight, ref.encoder.patch_embed.proj.weight)
+    assert model.encoder.training, "the backbone comes in training mode (from_pretrained alone gives eval mode)"
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(2, 202, 32, 32, generator=g), torch.randint(0, 3, (2, 32, 32), generator=g)
     out = model(x).output
