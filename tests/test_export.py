@@ -178,9 +178,10 @@ def test_backbone_matches_the_exported_encoder(exported):
 
 
 SEG_YAML = """
-custom_modules_path: {modules}
+custom_modules_path: {root}/hyperkd_modules
 trainer:
   accelerator: cpu
+  default_root_dir: {root}
   max_steps: 2
   logger: false
   enable_checkpointing: false
@@ -198,35 +199,69 @@ model:
       backbone_pretrained: true
       necks:
         - name: SelectIndices
-          indices: [1, 3]
+          indices: [0, 1, 2, 3]
         - name: ReshapeTokensToImage
+        - name: LearnedInterpolateToPyramidal
       decoder: UperNetDecoder
       decoder_channels: 32
       num_classes: 3
     loss: ce
     ignore_index: -1
     lr: 1.0e-3
+data:
+  class_path: terratorch.datamodules.GenericNonGeoSegmentationDataModule
+  init_args:
+    batch_size: 2
+    num_workers: 0
+    num_classes: 3
+    train_data_root: {root}/data/images
+    train_label_data_root: {root}/data/labels
+    val_data_root: {root}/data/images
+    val_label_data_root: {root}/data/labels
+    test_data_root: {root}/data/images
+    test_label_data_root: {root}/data/labels
+    img_grep: "*_img.tif"
+    label_grep: "*_mask.tif"
+    means: {mean}
+    stds: {std}
 """
+
+
+def _write_tiles(root: Path, mean, n=4, size=32, seed=0):
+    "Tiny 202-band reflectance GeoTIFFs and label GeoTIFFs, the layout terratorch's generic segmentation data module reads."
+    import rasterio
+    from rasterio.transform import from_origin
+    rng = np.random.default_rng(seed)
+    for sub in ("images", "labels"):
+        (root / "data" / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        img = (np.asarray(mean)[:, None, None] * (1 + 0.1 * rng.standard_normal((len(mean), size, size)))).astype("float32")
+        lab = rng.integers(0, 3, (1, size, size)).astype("uint8")
+        for arr, path in ((img, root / "data" / "images" / f"t{i}_img.tif"), (lab, root / "data" / "labels" / f"t{i}_mask.tif")):
+            with rasterio.open(path, "w", driver="GTiff", width=size, height=size, count=arr.shape[0], dtype=arr.dtype,
+                               crs="EPSG:32633", transform=from_origin(500000, 4000000, 30, 30)) as f:
+                f.write(arr)
 
 
 @pytest.mark.skipif(not HAVE_TERRATORCH, reason="terratorch not installed (pip install -e '.[terratorch]')")
 def test_terratorch_finetunes_an_exported_student(exported, tmp_path):
     import yaml
-    from lightning.pytorch import Trainer
-    from terratorch.cli_tools import import_custom_modules
+    from terratorch.cli_tools import build_lightning_cli, import_custom_modules
     from terratorch.models import EncoderDecoderFactory
     from terratorch.registry import BACKBONE_REGISTRY
-    from terratorch.tasks import SemanticSegmentationTask
     from hyperkd.terratorch_backbone import write_custom_modules
 
+    norm = json.loads((exported / "config.json").read_text())["hyperkd"]["normalization"]
     write_custom_modules(tmp_path / "hyperkd_modules")
-    cfg = yaml.safe_load(SEG_YAML.format(modules=tmp_path / "hyperkd_modules", path=exported))
+    _write_tiles(tmp_path, norm["mean"])
+    text = SEG_YAML.format(root=tmp_path, path=exported, mean=norm["mean"], std=norm["std"])
+    (tmp_path / "seg.yaml").write_text(text)
+    cfg = yaml.safe_load(text)
     import_custom_modules(cfg["custom_modules_path"])  # terratorch's own mechanism for external modules
     assert "hyperkd_student" in BACKBONE_REGISTRY
-    init = cfg["model"]["init_args"]
 
-    # the factory: backbone from the exported folder + SelectIndices + ReshapeTokensToImage + UPerNet
-    model = EncoderDecoderFactory().build_model(task="segmentation", **init["model_args"])
+    # the factory: backbone from the exported folder + SelectIndices + ReshapeTokensToImage + pyramid + UPerNet
+    model = EncoderDecoderFactory().build_model(task="segmentation", **cfg["model"]["init_args"]["model_args"])
     ref, _, _ = load_export(exported)
     assert torch.equal(model.encoder.encoder.patch_embed.proj.weight, ref.encoder.patch_embed.proj.weight)
     assert model.encoder.training, "the backbone comes in training mode (from_pretrained alone gives eval mode)"
@@ -238,11 +273,8 @@ def test_terratorch_finetunes_an_exported_student(exported, tmp_path):
     grad = model.encoder.encoder.patch_embed.proj.weight.grad
     assert grad is not None and grad.abs().sum() > 0
 
-    # two optimiser steps of the Lightning task built from the same YAML
-    task = SemanticSegmentationTask(**init)
-    data = [{"image": torch.randn(202, 32, 32, generator=g), "mask": torch.randint(0, 3, (32, 32), generator=g)} for _ in range(4)]
-    before = task.model.encoder.encoder.patch_embed.proj.weight.detach().clone()
-    trainer = Trainer(**cfg["trainer"])
-    trainer.fit(task, train_dataloaders=torch.utils.data.DataLoader(data, batch_size=2))
-    assert trainer.global_step == 2
-    assert not torch.equal(before, task.model.encoder.encoder.patch_embed.proj.weight.detach())
+    # two optimiser steps through terratorch's command line (`terratorch fit --config seg.yaml`), in process
+    cli = build_lightning_cli(["fit", "--config", str(tmp_path / "seg.yaml")])
+    assert cli.trainer.global_step == 2
+    assert not torch.equal(cli.model.model.encoder.encoder.patch_embed.proj.weight.detach(), ref.encoder.patch_embed.proj.weight)
+    assert (tmp_path / "config.yaml").exists(), "the CLI writes its config under default_root_dir, not the working directory"
