@@ -194,6 +194,9 @@ def _open_kwargs(wavelengths=None, units: str | None = None, scale_factor: float
 def _scan_valid(src, strip_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarray]:
     """(valid (H, W) bool: every band holds data; count (C,): valid pixels per band) of a whole source, read in
     row strips of about `strip_bytes` (the patch filter and the dead-band check look at every band)."""
+    if isinstance(src.array, xr.DataArray):  # read through a lazy cube: reduced chunk by chunk
+        ok = np.isfinite(src.array)
+        return ok.all("band").values, ok.sum(("y", "x")).values
     if src.array is not None:
         ok = valid_values(src.array)
         return ok.all(0), ok.sum((1, 2))
@@ -219,6 +222,42 @@ def _dead_bands_message(name: str, cube: xr.DataArray, dead: np.ndarray) -> str:
             f"select the other {len(have) - len(gone)} bands (PatchDataset(..., bands=[...]))")
     return (f"{name}: {len(gone)} of its {len(have)} bands hold no valid pixel (nodata everywhere): {_band_ranges(gone)}. "
             f"A pixel is data only where every band is, so all of this file would be nodata; {hint}.")
+
+
+# %% ../nbs/01_data3_patches.ipynb #3031bde0
+def _agree(dn, want, gain, offset, nodata) -> bool:
+    "Raw pixels `dn` (C, h, w) x gain + offset equal `want` (the cube's values), nodata where it is NaN."
+    ok = valid_values(dn, nodata)
+    if not np.array_equal(ok, np.isfinite(want)):
+        return False
+    got = dn.astype(np.float32) * gain[:, None, None] + offset[:, None, None]
+    return bool(np.allclose(got[ok], want[ok], rtol=1e-5, atol=1e-6))
+
+def _checked(src, cube: xr.DataArray, scale_factor: float | None = None):
+    """`src` (direct reads of the file, with the file's gain, offset and nodata) when it gives the values and the
+    nodata of `cube` (what open_cube made of the file), checked on an 8-px window holding data; a stated
+    `scale_factor` the file's own tags do not carry is taken into gain and offset. Otherwise (a scaling, nodata or
+    container only the reader knows) a source that reads through the cube: slower, never wrong."""
+    from rasterio.windows import Window
+    s = min(8, src.height, src.width)
+    spots = [((src.height - s) // 2, (src.width - s) // 2), (0, 0), (src.height - s, src.width - s)]
+    try:
+        pairs = []
+        for y, x in spots:
+            dn = _handle(src.path).read(src.bands.tolist(), window=Window(x, y, s, s))
+            pairs.append((dn, np.asarray(cube.isel(y=slice(y, y + s), x=slice(x, x + s)).values, np.float32)))
+            if np.isfinite(pairs[-1][1]).any():
+                break
+        for k in ((scale_factor, 1.0) if scale_factor else (1.0,)):
+            gain, offset = (src.gain / np.float32(k)).astype(np.float32), (src.offset / np.float32(k)).astype(np.float32)
+            if all(_agree(dn, want, gain, offset, src.nodata) for dn, want in pairs):
+                src.gain, src.offset = gain, offset
+                return src
+    except Exception:  # not a file rasterio reads band by band (a container): read through the cube
+        pass
+    c = len(src.bands)
+    return _Source(None, src.bands, np.ones(c, np.float32), np.zeros(c, np.float32), None, src.height, src.width,
+                   array=cube.transpose("band", "y", "x"), name=src.name)
 
 
 # %% ../nbs/01_data3_patches.ipynb #f0b4192d
@@ -274,24 +313,30 @@ def _tile_layout(path) -> _Layout | None:
     except (OSError, ValueError, rasterio.errors.RasterioError):
         return None
 
-def _source_from_cube(cube: xr.DataArray, name: str) -> tuple[_Source, Sensor]:
+def _source_from_cube(cube: xr.DataArray, name: str, scale_factor: float | None = None) -> tuple[_Source, Sensor]:
     "A source from a cube opened with open_enmap/open_cube (file-backed) or an in-memory DataArray."
     sensor = sensor_from_cube(cube, name=name)
     src_file = cube.attrs.get("source")
     if src_file and cube.chunks is not None and "file_band" in cube.coords:
         # file-backed (open_enmap / open_cube): read raw DNs with rasterio and apply gain/offset ourselves
         import rasterio
-        with rasterio.open(src_file) as f:
-            nodata, gain, offset = f.nodata, np.array(f.scales), np.array(f.offsets)
+        try:
+            with rasterio.open(src_file) as f:
+                nodata, gain, offset = f.nodata, np.array(f.scales), np.array(f.offsets)
+        except rasterio.errors.RasterioError:  # a container only its reader opens: read through the cube
+            return _Source(None, cube.file_band.values.astype(int), np.ones(cube.sizes["band"], np.float32),
+                           np.zeros(cube.sizes["band"], np.float32), None, cube.sizes["y"], cube.sizes["x"],
+                           array=cube.transpose("band", "y", "x"), name=name), sensor
         if cube.attrs.get("sensor") == "EnMAP":
             meta = read_enmap_metadata(_find_product(src_file)[1])
             gain, offset = meta.gain, meta.offset
             nodata = ENMAP_NODATA if nodata is None else nodata  # as open_enmap reads it
         idx = cube.file_band.values.astype(int)
         layout = _tile_layout(src_file)
-        return _Source(src_file, idx, gain[idx - 1].astype(np.float32), offset[idx - 1].astype(np.float32), nodata,
-                       cube.sizes["y"], cube.sizes["x"], name=name, layout=layout,
-                       all_bands=layout is not None and np.array_equal(idx, np.arange(1, layout.count + 1))), sensor
+        return _checked(_Source(src_file, idx, gain[idx - 1].astype(np.float32), offset[idx - 1].astype(np.float32), nodata,
+                                cube.sizes["y"], cube.sizes["x"], name=name, layout=layout,
+                                all_bands=layout is not None and np.array_equal(idx, np.arange(1, layout.count + 1))),
+                        cube, scale_factor), sensor
     arr = np.ascontiguousarray(cube.transpose("band", "y", "x").values, dtype=np.float32)
     c = arr.shape[0]
     return _Source(None, np.arange(1, c + 1), np.ones(c, np.float32), np.zeros(c, np.float32), None,
@@ -374,7 +419,7 @@ class PatchDataset(torch.utils.data.Dataset):
             elif resample is not None:
                 raise ValueError(f"resample={resample!r} needs bands= (the preset to resample to, e.g. 'enmap-202').")
             name = str(s) if not isinstance(s, xr.DataArray) else (s.name or f"cube{len(self.sources)}")
-            src, sen = _source_from_cube(cube, name)
+            src, sen = _source_from_cube(cube, name, open_kw.get("scale_factor"))
             if sensor is None:
                 sensor = sen
             elif len(sen) != len(sensor) or np.abs(sen.wavelengths - sensor.wavelengths).max() > 5:
@@ -406,7 +451,8 @@ class PatchDataset(torch.utils.data.Dataset):
             first = self.sources[0]
             for src in self.sources:
                 if src.array is not None:
-                    raise ValueError(f"output='dn' needs file sources; {src.name} is an in-memory cube.")
+                    raise ValueError(f"output='dn' needs file sources read directly; {src.name} is an in-memory cube "
+                                     "(or a file read through its cube).")
                 if not (np.array_equal(src.gain, first.gain) and np.array_equal(src.offset, first.offset)
                         and (src.nodata == first.nodata or (src.nodata is not None and first.nodata is not None
                                                             and np.isnan(src.nodata) and np.isnan(first.nodata)))):
@@ -469,8 +515,8 @@ class PatchDataset(torch.utils.data.Dataset):
         "(values (C, H, W) float32 reflectance, or int DNs for files; valid (H, W) bool; source)."
         k, y, x = self.index[i]
         src, s = self.sources[k], self.size
-        if src.array is not None:
-            v = src.array[:, y:y + s, x:x + s]
+        if src.array is not None:  # in memory, or a lazy cube
+            v = np.asarray(src.array[:, y:y + s, x:x + s], dtype=np.float32)
             return v, np.isfinite(v).all(0), src
         dn, src = self._read_dn(i)
         return dn, valid_values(dn, src.nodata).all(0), src
