@@ -401,6 +401,7 @@ class PatchDataset(torch.utils.data.Dataset):
         if isinstance(sources, (str, os.PathLike, xr.DataArray)):
             sources = [sources]
         open_kw = _open_kwargs(wavelengths, units, scale_factor)
+        named = enmap_preset(wavelengths) if isinstance(wavelengths, str) and wavelengths in ENMAP_PRESETS else None
         self.size, self.stride = int(size), int(stride or size)
         self.max_nodata, self.return_mask = max_nodata, return_mask
         self.sources: list[_Source] = []
@@ -412,6 +413,8 @@ class PatchDataset(torch.utils.data.Dataset):
             if isinstance(s, xr.DataArray) and open_kw:
                 raise ValueError(f"wavelengths=/units=/scale_factor= apply to files; {s.name or 'a cube'} is an in-memory cube.")
             cube = s if isinstance(s, xr.DataArray) else open_cube(s, **open_kw)
+            if named is not None and cube.sizes["band"] == len(named) and cube.attrs.get("sensor") != "EnMAP":
+                cube = cube.assign_coords(band=list(named.band_names), fwhm=("band", named.fwhm))  # the preset's bands
             if isinstance(bands, str):  # a preset: the cube's own bands, or (resample='srf') resampled once
                 cube = to_preset(cube, bands, resample)
             elif bands is not None:
