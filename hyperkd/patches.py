@@ -30,8 +30,34 @@ from .enmap import (ENMAP_NODATA, ProductError, _find_product, atomic_file, read
 from .cubes import open_cube, to_preset, write_cube
 
 # %% auto #0
-__all__ = ['BandStats', 'band_stats', 'PatchDataset', 'LabeledPatchDataset', 'spectral_earth_patches',
-           'open_spectral_earth_patch', 'hyspecnet_patches']
+__all__ = ['valid_values', 'BandStats', 'band_stats', 'read_wavelengths', 'PatchDataset', 'LabeledPatchDataset',
+           'spectral_earth_patches', 'open_spectral_earth_patch', 'hyspecnet_patches']
+
+# %% ../nbs/01_data3_patches.ipynb #5f89dad1
+def valid_values(a, nodata=None):
+    """Which stored values are data: a bool array (numpy) or tensor (torch) of `a`'s shape, for pixels as a file
+    holds them (integer DNs or float values). NaN and ±inf are nodata in float data whatever the declared `nodata`;
+    values equal to `nodata` (when it is a number) are nodata too. A pixel is valid when it is valid in all bands."""
+    if torch.is_tensor(a):
+        ok = torch.isfinite(a) if a.is_floating_point() else torch.ones_like(a, dtype=torch.bool)
+    else:
+        a = np.asarray(a)
+        ok = np.isfinite(a) if np.issubdtype(a.dtype, np.inexact) else np.ones(a.shape, bool)
+    if nodata is not None and not np.isnan(nodata):
+        ok &= a != nodata
+    return ok
+
+def _band_ranges(names) -> str:
+    "Band names with runs of consecutive 'B<n>' names collapsed: 'B130-B136, B140'."
+    runs = []
+    for n in map(str, names):
+        m = re.fullmatch(r"B(\d+)", n)
+        if m and runs and runs[-1][1] is not None and int(m.group(1)) == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], int(m.group(1)), n)
+        else:
+            runs.append((n, int(m.group(1)) if m else None, n))
+    return ", ".join(a if a == b else f"{a}-{b}" for a, _, b in runs)
+
 
 # %% ../nbs/01_data3_patches.ipynb #078c9e00
 @dataclass
@@ -75,11 +101,14 @@ class BandStats:
         s = torch.as_tensor(self.std, dtype=x.dtype, device=x.device)[:, None, None]
         return x * s + m
 
-def band_stats(items, band_names=(), wavelengths=None, progress: bool = False, min_std: float = 1e-6) -> BandStats:
+def band_stats(items, band_names=(), wavelengths=None, progress: bool = False, min_std: float = 1e-6,
+                name: str | None = None) -> BandStats:
     """Stream per-band mean/std over `items`: (C, H, W) / (C, N) arrays, tensors or DataArrays, or a
-    `PatchDataset` (its raw reflectance patches). NaN pixels are ignored."""
+    `PatchDataset` (its raw reflectance patches). NaN pixels are ignored. A band without any valid value is a
+    `ValueError` that names the bands and `name` (the data they come from)."""
     if hasattr(items, "raw") and hasattr(items, "band_names"):  # a PatchDataset: stream its raw reflectance
         band_names = band_names or items.band_names
+        name = name or ", ".join(s.name for s in items.sources[:3]) + (" ..." if len(items.sources) > 3 else "")
         wavelengths = items.wavelengths if wavelengths is None else wavelengths
         ds_ = items
         items = (ds_.raw(i) for i in range(len(ds_)))
@@ -106,12 +135,130 @@ def band_stats(items, band_names=(), wavelengths=None, progress: bool = False, m
         mean = mean + delta * w
         m2 = m2 + m2b + delta ** 2 * n * w
         n = tot
+    where = f" of {name}" if name else ""
     if n is None:
-        raise ValueError("band_stats: no data (empty dataset).")
+        raise ValueError(f"band_stats{where}: no data (empty dataset).")
+    if (n == 0).all():
+        raise ValueError(f"band_stats{where}: not one valid value in any of the {n.size} bands (all nodata).")
     if (n == 0).any():
-        raise ValueError(f"band_stats: band(s) {np.flatnonzero(n == 0)[:5].tolist()} have no valid pixel.")
+        dead = np.flatnonzero(n == 0)
+        names = [str(band_names[i]) for i in dead] if len(band_names) == n.size else [f"#{i}" for i in dead]
+        raise ValueError(f"band_stats{where}: {dead.size} of {n.size} bands have no valid pixel: {_band_ranges(names)}; "
+                         "leave them out (a band preset without them, or bands=[...]).")
     std = np.maximum(np.sqrt(m2 / np.maximum(n - 1, 1)), min_std)
     return BandStats(mean, std, n, tuple(band_names), None if wavelengths is None else np.asarray(wavelengths, dtype=float))
+
+# %% ../nbs/01_data3_patches.ipynb #08e87dab
+def read_wavelengths(spec) -> tuple[np.ndarray, str | None]:
+    """(band centres, their units or None) named by `spec`: an EnMAP band preset name ('enmap-202': nm), a CSV file
+    (one number per line, or a header row and a column whose name contains 'wavelength'), or a sequence of numbers.
+    Errors name the file and the line."""
+    import csv
+    if isinstance(spec, str) and spec in ENMAP_PRESETS:
+        return enmap_preset(spec).wavelengths.astype(float), "nm"
+    if not isinstance(spec, (str, os.PathLike)):
+        return np.asarray(spec, dtype=float), None
+    try:
+        rows = [r for r in csv.reader(Path(spec).read_text().splitlines()) if any(c.strip() for c in r)]
+    except OSError as e:
+        raise ValueError(f"wavelengths={str(spec)!r}: neither a band preset {ENMAP_PRESETS} nor a readable CSV file "
+                         f"({e.strerror}).") from None
+    head = [c.strip().lower() for c in rows[0]] if rows else []
+    col = next((i for i, h in enumerate(head) if "wavelength" in h), None)
+    out = []
+    for k, r in enumerate(rows[1:] if col is not None else rows, start=2 if col is not None else 1):
+        try:
+            out.append(float(r[col or 0]))
+        except (ValueError, IndexError):
+            raise ValueError(f"{spec}: line {k} ({','.join(r)!r}) holds no wavelength number.") from None
+    if not out:
+        raise ValueError(f"{spec}: no wavelengths in this CSV file.")
+    return np.array(out), None
+
+def _open_kwargs(wavelengths=None, units: str | None = None, scale_factor: float | None = None) -> dict:
+    "The keyword arguments for `open_cube` that were stated (unset ones are left out)."
+    kw = {}
+    if wavelengths is not None:
+        kw["wavelengths"], u = read_wavelengths(wavelengths)
+        if u is not None and units is not None and to_nm(1.0, units) != to_nm(1.0, u):
+            raise ValueError(f"wavelengths={wavelengths!r} are in {u}, not units={units!r}.")
+        units = units or u
+    if units is not None:
+        kw["units"] = units
+    if scale_factor is not None:
+        kw["scale_factor"] = float(scale_factor)
+    return kw
+
+
+# %% ../nbs/01_data3_patches.ipynb #6e6a7e9d
+def _scan_valid(src, strip_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarray]:
+    """(valid (H, W) bool: every band holds data; count (C,): valid pixels per band) of a whole source, read in
+    row strips of about `strip_bytes` (the patch filter and the dead-band check look at every band)."""
+    if isinstance(src.array, xr.DataArray):  # read through a lazy cube: reduced chunk by chunk
+        ok = np.isfinite(src.array)
+        return ok.all("band").values, ok.sum(("y", "x")).values
+    if src.array is not None:
+        ok = valid_values(src.array)
+        return ok.all(0), ok.sum((1, 2))
+    from rasterio.windows import Window
+    h = _handle(src.path)
+    valid, count = np.empty((src.height, src.width), bool), np.zeros(len(src.bands), np.int64)
+    rows = max(1, strip_bytes // max(1, src.width * len(src.bands) * np.dtype(h.dtypes[0]).itemsize))
+    for y in range(0, src.height, rows):
+        ok = valid_values(h.read(src.bands.tolist(), window=Window(0, y, src.width, min(rows, src.height - y))), src.nodata)
+        valid[y:y + ok.shape[1]] = ok.all(0)
+        count += ok.sum((1, 2))
+    return valid, count
+
+def _dead_bands_message(name: str, cube: xr.DataArray, dead: np.ndarray) -> str:
+    "Why a source with bands that are nodata everywhere is refused, and which band preset leaves them out."
+    have = [str(b) for b in cube.band.values]
+    gone = [have[i] for i in dead]
+    enmap_names = dict(zip(ENMAP.band_names, ENMAP.wavelengths))
+    is_enmap = all(b in enmap_names for b in have) and ("wavelength" not in cube.coords or np.allclose(
+        to_nm(cube.wavelength.values, cube.wavelength.attrs.get("units", "nm")), [enmap_names[b] for b in have], atol=5))
+    fits = [p for p in ENMAP_PRESETS if is_enmap and set(enmap_preset(p).band_names) <= set(have) - set(gone)]
+    hint = (f"train on a band preset without them: bands='{fits[0]}' (`--set bands={fits[0]}`)" if fits else
+            f"select the other {len(have) - len(gone)} bands (PatchDataset(..., bands=[...]))")
+    return (f"{name}: {len(gone)} of its {len(have)} bands hold no valid pixel (nodata everywhere): {_band_ranges(gone)}. "
+            f"A pixel is data only where every band is, so all of this file would be nodata; {hint}.")
+
+
+# %% ../nbs/01_data3_patches.ipynb #3031bde0
+def _agree(dn, want, gain, offset, nodata) -> bool:
+    "Raw pixels `dn` (C, h, w) x gain + offset equal `want` (the cube's values), nodata where it is NaN."
+    ok = valid_values(dn, nodata)
+    if not np.array_equal(ok, np.isfinite(want)):
+        return False
+    got = dn.astype(np.float32) * gain[:, None, None] + offset[:, None, None]
+    return bool(np.allclose(got[ok], want[ok], rtol=1e-5, atol=1e-6))
+
+def _checked(src, cube: xr.DataArray, scale_factor: float | None = None):
+    """`src` (direct reads of the file, with the file's gain, offset and nodata) when it gives the values and the
+    nodata of `cube` (what open_cube made of the file), checked on an 8-px window holding data; a stated
+    `scale_factor` the file's own tags do not carry is taken into gain and offset. Otherwise (a scaling, nodata or
+    container only the reader knows) a source that reads through the cube: slower, never wrong."""
+    from rasterio.windows import Window
+    s = min(8, src.height, src.width)
+    spots = [((src.height - s) // 2, (src.width - s) // 2), (0, 0), (src.height - s, src.width - s)]
+    try:
+        pairs = []
+        for y, x in spots:
+            dn = _handle(src.path).read(src.bands.tolist(), window=Window(x, y, s, s))
+            pairs.append((dn, np.asarray(cube.isel(y=slice(y, y + s), x=slice(x, x + s)).values, np.float32)))
+            if np.isfinite(pairs[-1][1]).any():
+                break
+        for k in ((scale_factor, 1.0) if scale_factor else (1.0,)):
+            gain, offset = (src.gain / np.float32(k)).astype(np.float32), (src.offset / np.float32(k)).astype(np.float32)
+            if all(_agree(dn, want, gain, offset, src.nodata) for dn, want in pairs):
+                src.gain, src.offset = gain, offset
+                return src
+    except Exception:  # not a file rasterio reads band by band (a container): read through the cube
+        pass
+    c = len(src.bands)
+    return _Source(None, src.bands, np.ones(c, np.float32), np.zeros(c, np.float32), None, src.height, src.width,
+                   array=cube.transpose("band", "y", "x"), name=src.name)
+
 
 # %% ../nbs/01_data3_patches.ipynb #f0b4192d
 @dataclass
@@ -166,23 +313,30 @@ def _tile_layout(path) -> _Layout | None:
     except (OSError, ValueError, rasterio.errors.RasterioError):
         return None
 
-def _source_from_cube(cube: xr.DataArray, name: str) -> tuple[_Source, Sensor]:
+def _source_from_cube(cube: xr.DataArray, name: str, scale_factor: float | None = None) -> tuple[_Source, Sensor]:
     "A source from a cube opened with open_enmap/open_cube (file-backed) or an in-memory DataArray."
     sensor = sensor_from_cube(cube, name=name)
     src_file = cube.attrs.get("source")
     if src_file and cube.chunks is not None and "file_band" in cube.coords:
         # file-backed (open_enmap / open_cube): read raw DNs with rasterio and apply gain/offset ourselves
         import rasterio
-        with rasterio.open(src_file) as f:
-            nodata, gain, offset = f.nodata, np.array(f.scales), np.array(f.offsets)
+        try:
+            with rasterio.open(src_file) as f:
+                nodata, gain, offset = f.nodata, np.array(f.scales), np.array(f.offsets)
+        except rasterio.errors.RasterioError:  # a container only its reader opens: read through the cube
+            return _Source(None, cube.file_band.values.astype(int), np.ones(cube.sizes["band"], np.float32),
+                           np.zeros(cube.sizes["band"], np.float32), None, cube.sizes["y"], cube.sizes["x"],
+                           array=cube.transpose("band", "y", "x"), name=name), sensor
         if cube.attrs.get("sensor") == "EnMAP":
             meta = read_enmap_metadata(_find_product(src_file)[1])
             gain, offset = meta.gain, meta.offset
+            nodata = ENMAP_NODATA if nodata is None else nodata  # as open_enmap reads it
         idx = cube.file_band.values.astype(int)
         layout = _tile_layout(src_file)
-        return _Source(src_file, idx, gain[idx - 1].astype(np.float32), offset[idx - 1].astype(np.float32), nodata,
-                       cube.sizes["y"], cube.sizes["x"], name=name, layout=layout,
-                       all_bands=layout is not None and np.array_equal(idx, np.arange(1, layout.count + 1))), sensor
+        return _checked(_Source(src_file, idx, gain[idx - 1].astype(np.float32), offset[idx - 1].astype(np.float32), nodata,
+                                cube.sizes["y"], cube.sizes["x"], name=name, layout=layout,
+                                all_bands=layout is not None and np.array_equal(idx, np.arange(1, layout.count + 1))),
+                        cube, scale_factor), sensor
     arr = np.ascontiguousarray(cube.transpose("band", "y", "x").values, dtype=np.float32)
     c = arr.shape[0]
     return _Source(None, np.arange(1, c + 1), np.ones(c, np.float32), np.zeros(c, np.float32), None,
@@ -243,9 +397,11 @@ class PatchDataset(torch.utils.data.Dataset):
     "Normalised (C, H, W) float32 patches from EnMAP products, cubes, patch folders or in-memory cubes."
     def __init__(self, sources, size: int = 128, stride: int | None = None, bands=None, stats: BandStats | None = None,
                  max_nodata: float = 0.5, return_mask: bool = False, progress: bool = False, output: str = "float",
-                 resample: str | None = None):
+                 resample: str | None = None, wavelengths=None, units: str | None = None, scale_factor: float | None = None):
         if isinstance(sources, (str, os.PathLike, xr.DataArray)):
             sources = [sources]
+        open_kw = _open_kwargs(wavelengths, units, scale_factor)
+        named = enmap_preset(wavelengths) if isinstance(wavelengths, str) and wavelengths in ENMAP_PRESETS else None
         self.size, self.stride = int(size), int(stride or size)
         self.max_nodata, self.return_mask = max_nodata, return_mask
         self.sources: list[_Source] = []
@@ -254,7 +410,11 @@ class PatchDataset(torch.utils.data.Dataset):
         sensor = None
         from tqdm.auto import tqdm
         for s in tqdm(list(_expand_sources(sources)), disable=not progress, desc="indexing patches"):
-            cube = s if isinstance(s, xr.DataArray) else open_cube(s)
+            if isinstance(s, xr.DataArray) and open_kw:
+                raise ValueError(f"wavelengths=/units=/scale_factor= apply to files; {s.name or 'a cube'} is an in-memory cube.")
+            cube = s if isinstance(s, xr.DataArray) else open_cube(s, **open_kw)
+            if named is not None and cube.sizes["band"] == len(named) and cube.attrs.get("sensor") != "EnMAP":
+                cube = cube.assign_coords(band=list(named.band_names), fwhm=("band", named.fwhm))  # the preset's bands
             if isinstance(bands, str):  # a preset: the cube's own bands, or (resample='srf') resampled once
                 cube = to_preset(cube, bands, resample)
             elif bands is not None:
@@ -262,7 +422,7 @@ class PatchDataset(torch.utils.data.Dataset):
             elif resample is not None:
                 raise ValueError(f"resample={resample!r} needs bands= (the preset to resample to, e.g. 'enmap-202').")
             name = str(s) if not isinstance(s, xr.DataArray) else (s.name or f"cube{len(self.sources)}")
-            src, sen = _source_from_cube(cube, name)
+            src, sen = _source_from_cube(cube, name, open_kw.get("scale_factor"))
             if sensor is None:
                 sensor = sen
             elif len(sen) != len(sensor) or np.abs(sen.wavelengths - sensor.wavelengths).max() > 5:
@@ -294,9 +454,11 @@ class PatchDataset(torch.utils.data.Dataset):
             first = self.sources[0]
             for src in self.sources:
                 if src.array is not None:
-                    raise ValueError(f"output='dn' needs file sources; {src.name} is an in-memory cube.")
+                    raise ValueError(f"output='dn' needs file sources read directly; {src.name} is an in-memory cube "
+                                     "(or a file read through its cube).")
                 if not (np.array_equal(src.gain, first.gain) and np.array_equal(src.offset, first.offset)
-                        and src.nodata == first.nodata):
+                        and (src.nodata == first.nodata or (src.nodata is not None and first.nodata is not None
+                                                            and np.isnan(src.nodata) and np.isnan(first.nodata)))):
                     raise ValueError(f"output='dn' needs one gain/offset/nodata for all sources; {src.name} differs from "
                                      f"{first.name}. Use output='float'.")
             if self.return_mask:
@@ -308,12 +470,16 @@ class PatchDataset(torch.utils.data.Dataset):
         if src.height < s or src.width < s:
             raise ValueError(f"{src.name}: {src.height}x{src.width} pixels is smaller than the patch size {s}.")
         ys = list(range(0, src.height - s + 1, st)); xs = list(range(0, src.width - s + 1, st))
-        ref = cube.isel(band=cube.sizes["band"] // 2).values  # one band: nodata is shared across bands
-        bad = ~np.isfinite(ref)
+        valid, count = _scan_valid(src)  # every band: a pixel is data only where all its bands are
+        dead = np.flatnonzero(count == 0)
+        if dead.size and dead.size < count.size:
+            raise ProductError(_dead_bands_message(src.name, cube, dead))
+        bad = ~valid
         skipped = 0
         for y in ys:
             for x in xs:
-                if bad[y:y + s, x:x + s].mean() > self.max_nodata:
+                frac = bad[y:y + s, x:x + s].mean()
+                if frac > self.max_nodata or frac == 1.0:  # a patch without one valid pixel is never kept
                     skipped += 1
                 else:
                     self.index.append((k, y, x))
@@ -352,12 +518,11 @@ class PatchDataset(torch.utils.data.Dataset):
         "(values (C, H, W) float32 reflectance, or int DNs for files; valid (H, W) bool; source)."
         k, y, x = self.index[i]
         src, s = self.sources[k], self.size
-        if src.array is not None:
-            v = src.array[:, y:y + s, x:x + s]
+        if src.array is not None:  # in memory, or a lazy cube
+            v = np.asarray(src.array[:, y:y + s, x:x + s], dtype=np.float32)
             return v, np.isfinite(v).all(0), src
         dn, src = self._read_dn(i)
-        valid = (dn != src.nodata).all(0) if src.nodata is not None else np.ones(dn.shape[1:], bool)
-        return dn, valid, src
+        return dn, valid_values(dn, src.nodata).all(0), src
 
     def raw(self, i) -> np.ndarray:
         "The i-th patch as float32 reflectance (C, H, W), NaN where nodata, before normalisation."
@@ -402,7 +567,7 @@ class PatchDataset(torch.utils.data.Dataset):
         scale, shift = self._affine(src)
         x = dn.permute(0, 3, 1, 2).float().contiguous()  # the layout change happens where the batch is (the GPU)
         x.mul_(scale.to(dn.device)).add_(shift.to(dn.device))
-        valid = (dn != src.nodata).all(-1) if src.nodata is not None else torch.ones_like(dn[..., 0], dtype=torch.bool)
+        valid = valid_values(dn, src.nodata).all(-1)  # NaN is nodata in float files, as in every other path
         x.masked_fill_(~valid[:, None], 0.0)
         return (x, valid) if return_mask else x
 

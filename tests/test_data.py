@@ -178,3 +178,135 @@ def test_training_and_explorer_take_another_sensors_cube(tmp_path, monkeypatch):
         open_explorer_inputs(run, f, log=lambda *a: None)
     i = open_explorer_inputs(run, f, resample="srf", log=lambda *a: None)
     assert i.cube.sizes["band"] == 202
+
+
+# --- issue #19 part 2: one definition of nodata; stated metadata
+
+def test_nan_nodata_float_file_gives_the_patches_of_the_cube_in_memory(tmp_path):
+    "write_cube's float32 file (NaN nodata): direct reads, GDAL reads and the dn loader give the in-memory patches."
+    c = _cube(enmap_preset("enmap-202"), 64, 64)
+    c[:, :3, :] = np.nan  # 3 rows of 64 px: 192 nodata pixels
+    f = write_cube(c, tmp_path / "nan.tif", dtype="float32")
+    x_mem, m_mem = PatchDataset(c.rename("mem"), size=64, return_mask=True)[0]
+    assert (int(torch.isnan(x_mem).sum()), int((~m_mem).sum())) == (0, 192)
+    ds = PatchDataset(f, size=64, return_mask=True)
+    assert ds.sources[0].layout is not None
+    for layout in (ds.sources[0].layout, None):  # direct block reads, then GDAL
+        ds.sources[0].layout = layout
+        x, m = ds[0]
+        assert (int(torch.isnan(x).sum()), int((~m).sum())) == (0, 192)
+        assert torch.equal(m, m_mem)
+        torch.testing.assert_close(x, x_mem)
+    assert int(np.isnan(ds.raw(0)).any(0).sum()) == 192
+    ds.return_mask = False
+    ds.output = "dn"  # the raw loader, normalised on the device
+    xb, mb = ds.normalize_batch(ds[0][None], return_mask=True)
+    assert (int(torch.isnan(xb).sum()), int((~mb).sum())) == (0, 192)
+    torch.testing.assert_close(xb[0], x_mem)
+
+
+def test_resample_cache_nodata_reaches_patches_as_nodata(tmp_path, monkeypatch):
+    "The resample cache is float32 with NaN nodata: its patches are masked there, never NaN."
+    monkeypatch.setenv("HYPERKD_CACHE", str(tmp_path / "cache"))
+    cube = _airborne_cube()
+    cube[:, :3, :] = np.nan  # 3 rows of 24 px
+    f = write_cube(cube, tmp_path / "other.tif", dtype="float32")
+    ds = PatchDataset(f, size=24, bands="enmap-202", resample="srf", return_mask=True)
+    assert ds.sources[0].path.endswith(".tif") and "resampled" in ds.sources[0].path
+    x, m = ds[0]
+    assert (int(torch.isnan(x).sum()), int((~m).sum())) == (0, 72)
+
+
+def test_patch_filter_looks_at_every_band(tmp_path):
+    "Pixels with data in one band only are nodata: patches made of them are skipped, whichever band has data."
+    c = _cube(ny=32, nx=32)
+    keep = 112  # the band the old filter looked at (the middle one)
+    c[:keep, :16, :] = np.nan
+    c[keep + 1:, :16, :] = np.nan
+    ds = PatchDataset(write_enmap_product(c, tmp_path), size=16, stride=16)
+    assert len(ds) == 2 and list(ds.skipped.values()) == [2]
+    assert all(np.isfinite(ds.raw(i)).all() for i in range(len(ds)))
+    ds1 = PatchDataset(c.rename("mem"), size=16, stride=16, max_nodata=1.0)  # even at max_nodata=1: no empty patch
+    assert len(ds1) == 2
+
+
+def test_product_with_bands_nodata_everywhere_is_named(tmp_path):
+    "EnMAP L2A with B130-B136 nodata everywhere: the product, the bands and a preset without them are named."
+    c = _cube(ny=32, nx=32)
+    c[129:136] = np.nan
+    prod = write_enmap_product(c, tmp_path)
+    with pytest.raises(ProductError, match=rf"{prod.name}: 7 of its 224 bands hold no valid pixel \(nodata everywhere\): "
+                                           r"B130-B136\..*bands='enmap-202'"):
+        PatchDataset(prod, size=16, bands="enmap-224")
+    ds = PatchDataset(prod, size=16, bands="enmap-202")
+    st = band_stats(ds)
+    assert len(ds) == 4 and st.count.min() == 32 * 32
+    with pytest.raises(ValueError, match=r"band_stats of p.tif: 7 of 224 bands have no valid pixel: B130-B136"):
+        band_stats([c.values], band_names=list(ENMAP.band_names), name="p.tif")
+
+
+def _bare_tif(path, data):
+    "A GeoTIFF without any wavelength metadata (no tags, no descriptions)."
+    import rasterio
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
+                       dtype=data.dtype.name) as f:
+        f.write(data)
+    return path
+
+
+def test_stated_wavelengths_reach_open_cube(tmp_path):
+    "Wavelengths stated as a CSV (with units) or a preset name, for a file whose metadata has none."
+    from hyperkd.patches import read_wavelengths
+    f = _bare_tif(tmp_path / "bare.tif", np.full((5, 16, 16), 0.2, np.float32))
+    with pytest.raises(ProductError, match="no wavelength metadata"):
+        PatchDataset(f, size=16)
+    (tmp_path / "wl.csv").write_text("band,Wavelength (um)\n1,0.45\n2,0.55\n3,0.65\n4,0.85\n5,1.65\n")
+    ds = PatchDataset(f, size=16, wavelengths=tmp_path / "wl.csv", units="um")
+    np.testing.assert_allclose(ds.wavelengths, [450, 550, 650, 850, 1650])
+    (tmp_path / "bad.csv").write_text("450\n550\nx\n")
+    with pytest.raises(ValueError, match=r"bad.csv: line 3 \('x'\)"):
+        read_wavelengths(tmp_path / "bad.csv")
+    se = _bare_tif(tmp_path / "se.tif", np.full((202, 16, 16), 1234, np.int16))
+    ds = PatchDataset(se, size=16, wavelengths="enmap-202", bands="enmap-202")
+    assert list(ds.band_names) == list(enmap_preset("enmap-202").band_names)
+    np.testing.assert_allclose(ds.wavelengths, enmap_preset("enmap-202").wavelengths)
+    with pytest.raises(ValueError, match="apply to files"):
+        PatchDataset(_cube().rename("mem"), size=16, wavelengths="enmap-224")
+
+
+def test_reader_scaling_unknown_to_the_file_tags_is_never_lost(tmp_path):
+    "A cube scaled by its reader (e.g. a reflectance scale factor of 10000): patches hold the cube's values."
+    c = _cube(enmap_preset("enmap-202"), 16, 16).round(4)
+    f = write_cube((c * 10000).fillna(-1), tmp_path / "dn.tif", dtype="int16", nodata=-1)
+    scaled = open_cube(f) / 10000
+    scaled.attrs = open_cube(f).attrs
+    ds = PatchDataset(scaled, size=16)
+    np.testing.assert_allclose(ds.raw(0), c.values, rtol=1e-5)
+
+
+def test_stated_scale_factor_is_passed_to_open_cube(tmp_path, monkeypatch):
+    "TrainConfig(scale_factor=, wavelengths=, wavelength_units=) reach open_cube through build_dataset."
+    import inspect
+    import hyperkd.patches as P
+    from hyperkd.distill import TrainConfig, build_dataset
+    seen, real = [], P.open_cube
+
+    def spy(path, **kw):
+        seen.append(kw)
+        known = inspect.signature(real).parameters  # open_cube(scale_factor=) comes with #19 part 1
+        return real(path, **{k: v for k, v in kw.items() if k in known})
+    monkeypatch.setattr(P, "open_cube", spy)
+    f = _bare_tif(tmp_path / "se.tif", np.full((202, 16, 16), 1234, np.int16))
+    cfg = TrainConfig.for_mode("mae", data=str(f), wavelengths="enmap-202", scale_factor="10000", img_size=16)
+    ds = build_dataset(cfg)
+    assert seen[0]["scale_factor"] == 10000.0 and seen[0]["units"] == "nm" and len(seen[0]["wavelengths"]) == 202
+    assert ds.n_bands == 202
+
+
+@pytest.mark.skipif("scale_factor" not in __import__("inspect").signature(open_cube).parameters,
+                    reason="open_cube(scale_factor=) comes with issue #19 part 1")
+def test_stated_scale_factor_gives_reflectance(tmp_path):
+    f = _bare_tif(tmp_path / "se.tif", np.full((202, 16, 16), 1234, np.int16))
+    ds = PatchDataset(f, size=16, wavelengths="enmap-202", bands="enmap-202", scale_factor=10000)
+    np.testing.assert_allclose(ds.raw(0), 0.1234, rtol=1e-6)
+    assert ds.sources[0].path is not None  # the stated factor is taken into the direct reads' gain

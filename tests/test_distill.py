@@ -286,3 +286,118 @@ def test_teacher_layers_half_depth_and_errors():
     with pytest.raises(ValueError, match="not a block of this 4-block teacher"):
         resolve_layers((7,), 4)
     assert TrainConfig().teacher_layers == ("half",)
+
+
+# --- issue #19: nodata reaches no loss; configurations that train nothing are refused
+
+SMALL = ["img_size=16", "patch_size=8", "batch_size=2", "steps=2", "log_every=1", "ckpt_every=2", "warmup_steps=1"]
+
+
+def _nan_rows(cube, rows=3):
+    cube = cube.copy()
+    cube[:, :rows, :] = float("nan")
+    return cube
+
+
+def _other_sensor_cube(n=32):
+    "A 10 nm imaging spectrometer (400-2450 nm) holding real earthlib spectra: another sensor than EnMAP."
+    import numpy as np
+    import xarray as xr
+    from hyperkd.data import load_spectral_library
+    lib = load_spectral_library()
+    keep = (lib.wavelength.values >= 400) & (lib.wavelength.values <= 2450)
+    spectra = lib.values[np.linspace(0, lib.sizes["spectrum"] - 1, n * n).astype(int)][:, keep]
+    wl = lib.wavelength.values[keep]
+    return xr.DataArray(spectra.T.reshape(-1, n, n).astype(np.float32), dims=("band", "y", "x"),
+                        coords={"band": [f"B{i + 1}" for i in range(wl.size)], "wavelength": ("band", wl),
+                                "fwhm": ("band", np.full(wl.size, 10.0))})
+
+
+@pytest.mark.slow
+def test_cli_trains_on_a_float_file_with_nan_nodata(tmp_path):
+    "`hyperkd mae --set data=nan.tif`: write_cube's float32 file with NaN nodata trains (no 'Loss became nan at step 1')."
+    from hyperkd.data import demo_scene, write_cube
+    write_cube(_nan_rows(demo_scene(seed=1, size=32).reflectance), tmp_path / "nan.tif", dtype="float32")
+    p = _cli(["mae", "--no-progress", "--name", "nan", "--runs-dir", "runs", "--set", "data=nan.tif", *SMALL], tmp_path)
+    out = p.communicate(timeout=600)[0]
+    assert p.returncode == 0, out
+    m = read_metrics(tmp_path / "runs" / "nan")
+    assert m.step.tolist() == [1, 2] and m.loss.notna().all() and (m.loss > 0).all()
+
+
+@pytest.mark.slow
+def test_cli_trains_another_sensors_cube_with_nodata_resampled_srf(tmp_path):
+    "Any cube with nodata trained with resample=srf: the resample cache (float32, NaN nodata) trains."
+    from hyperkd.data import write_cube
+    write_cube(_nan_rows(_other_sensor_cube()), tmp_path / "other.tif", dtype="float32")
+    p = _cli(["mae", "--no-progress", "--name", "srf", "--runs-dir", "runs", "--set", "data=other.tif", "resample=srf",
+              *SMALL], tmp_path)
+    out = p.communicate(timeout=600)[0]
+    assert p.returncode == 0, out
+    assert read_metrics(tmp_path / "runs" / "srf").loss.notna().all()
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("mask_ratio=0", "mask_ratio=0: masks 0 of the 4 patches"),
+    ("mask_ratio=0.1", "mask_ratio=0.1: masks 0 of the 4 patches"),
+    ("steps=0", "steps=0: expected a whole number ≥ 1"),
+    ("lr=0", "lr=0: expected a number > 0"),
+    ("batch_size=0", "batch_size=0"),
+    ("grad_accum=0", "grad_accum=0"),
+    ("loss.mse=0", "Every loss term is off"),
+    ("clip_grad=-1", "flip the gradient"),
+    ("max_nodata=-0.5", "max_nodata=-0.5"),
+    ("demo_size=8", "demo_size=8 is smaller than img_size=16"),
+])
+def test_cli_refuses_a_configuration_that_trains_nothing(tmp_path, monkeypatch, capsys, setting, message):
+    "Refused before the first step, with the setting named: exit status 2, no run folder."
+    from hyperkd.cli import main
+    monkeypatch.chdir(tmp_path)
+    rc = main(["mae", "--no-progress", "--name", "r", "--set", "demo_scenes=1", "demo_size=32", *SMALL, setting])
+    assert rc == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_cli_names_the_product_with_dead_bands(tmp_path, monkeypatch, capsys):
+    "An EnMAP product whose B130-B136 are nodata everywhere, trained with bands=enmap-224."
+    import numpy as np
+    from hyperkd.cli import main
+    from hyperkd.data import write_enmap_product
+    import xarray as xr
+    from hyperkd.spectral import ENMAP
+    values = np.random.default_rng(2).uniform(0.02, 0.5, (224, 32, 32)).astype(np.float32)
+    values[129:136] = np.nan
+    cube = xr.DataArray(values, dims=("band", "y", "x"), coords={"band": list(ENMAP.band_names),
+                        "wavelength": ("band", ENMAP.wavelengths), "fwhm": ("band", ENMAP.fwhm)})
+    prod = write_enmap_product(cube, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["mae", "--no-progress", "--set", f"data={prod}", "bands=enmap-224", *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert prod.name in err and "B130-B136" in err and "bands=enmap-202" in err and "[0, 1, 2, 3, 4]" not in err
+
+
+def test_divergence_at_step_one_points_to_no_missing_checkpoint(tmp_path, monkeypatch):
+    "A run that diverges at step 1 says no checkpoint exists yet (none does), and that the data is the likely cause."
+    monkeypatch.setenv("HYPERKD_CACHE", str(tmp_path / "cache"))
+    cfg = TrainConfig.for_mode("mae", name="d1", runs_dir=str(tmp_path), demo_scenes=1, demo_size=32, img_size=16,
+                               patch_size=8, batch_size=2, steps=4, ckpt_every=2, log_every=1, progress=False)
+    tr = Trainer(cfg, log=lambda *a: None)
+    real = tr.compute_loss
+    tr.compute_loss = lambda x, micro: (lambda t: (t[0] * float("nan"), t[1]))(real(x, micro))
+    with pytest.raises(TrainingDiverged, match="at step 1") as e:
+        tr.fit()
+    assert "no checkpoint has been written yet" in str(e.value) and "checkpoint.pt" not in str(e.value)
+    assert "not the cause" in str(e.value)
+    assert not (tmp_path / "d1" / "checkpoint.pt").exists()
+
+
+def test_resuming_a_finished_run_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYPERKD_CACHE", str(tmp_path / "cache"))
+    from hyperkd.distill import resume
+    cfg = TrainConfig.for_mode("mae", name="done", runs_dir=str(tmp_path), demo_scenes=1, demo_size=32, img_size=16,
+                               patch_size=8, batch_size=2, steps=2, ckpt_every=2, progress=False)
+    run = train(cfg)
+    with pytest.raises(ValueError, match=r"the run is finished \(step 2 of steps=2\); nothing to train"):
+        resume(run)
+    assert read_metrics(resume(run, steps=3)).step.max() == 3
