@@ -30,7 +30,7 @@ from .enmap import (ENMAP_NODATA, ProductError, _PRODUCT_RE, _check_readable, _c
 from .products import READABLE, sniff, is_desis, refuse_desis, open_product
 
 # %% auto #0
-__all__ = ['RESAMPLE_METHODS', 'write_cube', 'open_cube', 'cache_dir', 'to_preset']
+__all__ = ['RESAMPLE_METHODS', 'write_cube', 'open_cube', 'cache_dir', 'to_preset', 'cache_info', 'clear_cache']
 
 # %% ../nbs/01_data2_cubes.ipynb #f53f38c2
 def write_cube(cube: xr.DataArray, path, driver: str = "GTiff", dtype=None, scale: float = 1.0, nodata=None) -> Path:
@@ -274,8 +274,9 @@ def _cache_file(cube: xr.DataArray, bands: str, method: str) -> Path | None:
     if not src or not Path(src).is_file():
         return None
     st = Path(src).stat()
+    extent = [cube.shape] + [[float(cube[d][0]), float(cube[d][-1])] for d in ("y", "x") if d in cube.coords]
     key = json.dumps([str(Path(src).resolve()), st.st_size, st.st_mtime_ns, bands, method,
-                      [str(b) for b in cube.band.values]])
+                      [str(b) for b in cube.band.values], extent], default=str)  # a crop is not the whole file
     digest = __import__("hashlib").sha1(key.encode()).hexdigest()[:12]
     return cache_dir() / "resampled" / f"{Path(src).stem}-{bands}-{method}-{digest}.tif"
 
@@ -318,7 +319,22 @@ def to_preset(cube: xr.DataArray, bands: str = "enmap-202", resample: str | None
         return out.load()
     log(f"Resampling {name} ({span}) to {bands} ({resample}) once, into {target}")
     write_cube(out.load(), target, driver="COG", dtype="float32")
+    info = cache_info()
+    log(f"The resample cache holds {info['files']} file(s), {info['bytes'] / 2**20:.1f} MiB in {info['path']} "
+        "(hyperkd.cubes.clear_cache() empties it)")
     return open_cube(target)
+
+def cache_info() -> dict:
+    "The resample cache: {'path', 'files', 'bytes'} of `cache_dir()/resampled` (it grows with every new file/preset)."
+    d = cache_dir() / "resampled"
+    files = [f for f in d.glob("*") if f.is_file()] if d.is_dir() else []
+    return {"path": str(d), "files": len(files), "bytes": sum(f.stat().st_size for f in files)}
+
+def clear_cache() -> dict:
+    "Delete every resampled cube in the cache (they are rebuilt on demand). Returns what was freed, as `cache_info`."
+    info = cache_info()
+    shutil.rmtree(info["path"], ignore_errors=True)
+    return info
 
 def _resample_cube(cube, preset: Sensor, method: str) -> xr.DataArray:
     from hyperkd.spectral import resample as _resample
