@@ -228,7 +228,7 @@ def open_cube(path, chunks="auto", wavelengths=None, units: str | None = None, s
         if (~bbl).any():
             bad = np.flatnonzero(~bbl)
             log(f"{path.name}: dropping {bad.size} band(s) flagged bad in the header's bbl "
-                f"({_nm_list(sensor.wavelengths[bad])})")
+                f"({', '.join(f'{w:.0f}' for w in sensor.wavelengths[bad][:8])}{' ...' if bad.size > 8 else ''} nm)")
             cube = cube.isel(band=np.flatnonzero(bbl))
     cube.coords["wavelength"].attrs["units"] = "nm"
     cube.coords["fwhm"].attrs["units"] = "nm"
