@@ -25,7 +25,8 @@ i = open_explorer_inputs(checkpoint=sys.argv[1], cube=sys.argv[2], resample="srf
                          window=(0, 0, int(sys.argv[3]), int(sys.argv[3])), log=lambda *a: None)
 d = Path(os.environ["HYPERKD_CACHE"]) / "resampled"
 cache = sum(f.stat().st_size for f in d.glob("*")) if d.is_dir() else 0
-print(json.dumps({"rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "s": time.perf_counter() - t,
+import hyperkd
+print(json.dumps({"hyperkd": hyperkd.__file__, "rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "s": time.perf_counter() - t,
                   "cube": list(i.cube.shape), "cache_mib": cache / 2**20}))
 """
 
@@ -66,12 +67,13 @@ def main():
             scene = d / f"scene{s}.bsq"
             write_scene(scene, s)
             env["HYPERKD_CACHE"] = str(d / f"cache{s}")
-            p = subprocess.run([sys.executable, "-c", CHILD, str(run), str(scene), str(a.window)], env=env,
-                               capture_output=True, text=True)
+            p = subprocess.run([sys.executable, "-c", CHILD, str(run), str(scene), str(a.window)], env=env, cwd=d,
+                               capture_output=True, text=True)  # cwd: `python -c` puts it first on sys.path
             if p.returncode:
                 print(f"{s:4d} px: FAILED\n{p.stderr[-2000:]}")
                 continue
             r = json.loads(p.stdout.strip().splitlines()[-1])
+            assert r["hyperkd"].startswith(env["PYTHONPATH"]), r["hyperkd"]
             print(f"{s:4d} px scene ({scene.stat().st_size / 2**20:6.0f} MiB on disk): peak RSS {r['rss_gib']:.2f} GiB, "
                   f"{r['s']:.1f} s, cube {tuple(r['cube'])}, resample cache left {r['cache_mib']:.0f} MiB")
             scene.unlink()

@@ -221,7 +221,7 @@ def open_cube(path, chunks="auto", wavelengths=None, units: str | None = None, s
         refl = refl / np.float32(scale)
     cube = refl.astype(np.float32).assign_coords(band=list(sensor.band_names), wavelength=("band", sensor.wavelengths),
                                                  fwhm=("band", sensor.fwhm), file_band=("band", np.arange(1, count + 1)))
-    bbl = meta["bbl"] if wavelengths is None else None
+    bbl = meta["bbl"]  # bad bands stay bad when wavelengths= replaces the centres
     if bbl is not None:
         if bbl.size != count:
             raise ProductError(f"{where}: bbl lists {bbl.size} bands, the file has {count}.")

@@ -202,3 +202,17 @@ def test_desis_refused_and_other_containers(tmp_path):
         h["x"] = np.zeros(3)
     with pytest.raises(ProductError, match=r"random\.nc.*EMIT L2A reflectance.*PRISMA L2D"):
         open_cube(tmp_path / "random.nc")
+
+
+def test_envi_gains_offsets_and_big_endian(tmp_path):
+    data = np.tile(np.array([100, 200, 300, 400], np.int16)[:, None, None], (1, 3, 3))
+    f = _envi(tmp_path, data, "wavelength units = nm\ndata gain values = {0.001, 0.001, 0.001, 0.001}\n"
+              "data offset values = {0.01, 0.01, 0.01, 0.01}\n", dtype=">i2", dtype_code=2)
+    f.with_suffix(".hdr").write_text(f.with_suffix(".hdr").read_text().replace("byte order = 0", "byte order = 1"))
+    np.testing.assert_allclose(open_cube(f).values[:, 1, 1], [0.11, 0.21, 0.31, 0.41], rtol=1e-5)
+
+
+def test_bbl_still_applies_with_wavelengths_given(tmp_path):
+    f = _envi(tmp_path, np.full((4, 3, 3), 0.3), "bbl = {1, 0, 1, 1}\n")
+    c = open_cube(f, wavelengths=[500, 600, 700, 800], log=lambda *a: None)
+    np.testing.assert_allclose(c.wavelength.values, [500, 700, 800])
