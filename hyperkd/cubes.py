@@ -145,6 +145,39 @@ def _enmap_xml_beside(path: Path) -> Path | None:
     only = [q for q in path.parent.glob("*") if q.name.upper().endswith("METADATA.XML")]
     return only[0] if len(only) == 1 else None
 
+
+# %% ../nbs/01_data2_cubes.ipynb #36eb965f
+def _band_sensor(path: Path, meta: dict, count: int, named, wavelengths, units) -> Sensor:
+    "The file's bands as a `Sensor`: from `wavelengths=`/`units=` when given, else from its metadata. Errors name the file."
+    names = [m.group(1) for m in named] if all(named) else [f"B{i + 1}" for i in range(count)]
+    if len(set(names)) != count:
+        names = [f"B{i + 1}" for i in range(count)]
+    where = meta["where"] or str(path)
+    try:
+        if wavelengths is not None:
+            wl, fw, given = band_table(wavelengths, units, where=str(path))
+            names = list(given) if given is not None else names
+            if wl.size != count:
+                raise ProductError(f"{path}: wavelengths= gives {wl.size} band centres, the file has {count} bands.")
+            u = "nm"
+        else:
+            wl, fw, u = meta["wl"], meta["fwhm"], units or meta["units"] or "nm"
+            if wl is None:
+                raise ProductError(f"{path}: no wavelength metadata (ENVI header, band 'wavelength' tags, IMAGERY "
+                                   "CENTRAL_WAVELENGTH_UM or band descriptions); state them with wavelengths= (centres, "
+                                   "a CSV file or a preset name such as 'enmap') and units=, or `--set wavelengths=...`.")
+            if wl.size != count:
+                raise ProductError(f"{where}: {count} bands but {wl.size} wavelengths in its metadata.")
+            if fw is not None and fw.size != count:
+                raise ProductError(f"{where}: {count} bands but {fw.size} fwhm values in its metadata.")
+            unit_scale(u, where)
+        sensor = Sensor.from_metadata(wl, fw, names, name=path.name, units=u)
+    except ValueError as e:
+        msg = str(e)
+        raise ProductError(msg if str(path) in msg or where in msg else f"{path}: {msg}") from None
+    return sensor
+
+
 # %% ../nbs/01_data2_cubes.ipynb #1016fbf8
 def open_cube(path, chunks="auto", wavelengths=None, units: str | None = None, scale_factor: float | None = None,
               ortho: bool = False, log=print) -> xr.DataArray:
@@ -185,32 +218,8 @@ def open_cube(path, chunks="auto", wavelengths=None, units: str | None = None, s
         named = [re.match(r"^(\S+) \(", d or "") for d in src.descriptions]
     if meta["wl"] is None and wavelengths is None and (xml := _enmap_xml_beside(path)) is not None:
         return open_enmap(path, chunks=chunks, xml=xml)  # a renamed EnMAP spectral image
-    names = [m.group(1) for m in named] if all(named) else [f"B{i + 1}" for i in range(count)]
-    if len(set(names)) != count:
-        names = [f"B{i + 1}" for i in range(count)]
+    sensor = _band_sensor(path, meta, count, named, wavelengths, units)
     where = meta["where"] or str(path)
-    try:
-        if wavelengths is not None:
-            wl, fw, given = band_table(wavelengths, units, where=str(path))
-            names = list(given) if given is not None else names
-            if wl.size != count:
-                raise ProductError(f"{path}: wavelengths= gives {wl.size} band centres, the file has {count} bands.")
-            u = "nm"
-        else:
-            wl, fw, u = meta["wl"], meta["fwhm"], units or meta["units"] or "nm"
-            if wl is None:
-                raise ProductError(f"{path}: no wavelength metadata (ENVI header, band 'wavelength' tags, IMAGERY "
-                                   "CENTRAL_WAVELENGTH_UM or band descriptions); state them with wavelengths= (centres, "
-                                   "a CSV file or a preset name such as 'enmap') and units=, or `--set wavelengths=...`.")
-            if wl.size != count:
-                raise ProductError(f"{where}: {count} bands but {wl.size} wavelengths in its metadata.")
-            if fw is not None and fw.size != count:
-                raise ProductError(f"{where}: {count} bands but {fw.size} fwhm values in its metadata.")
-            unit_scale(u, where)
-        sensor = Sensor.from_metadata(wl, fw, names, name=path.name, units=u)
-    except ValueError as e:
-        msg = str(e)
-        raise ProductError(msg if str(path) in msg or where in msg else f"{path}: {msg}") from None
     raw = rioxarray.open_rasterio(path, chunks=_chunks(chunks, count), mask_and_scale=False, lock=False)
     refl = raw.astype(np.float32) * scales[:, None, None].astype(np.float32) + offsets[:, None, None].astype(np.float32)
     nodata = meta["nodata"]
@@ -324,6 +333,8 @@ def to_preset(cube: xr.DataArray, bands: str = "enmap-202", resample: str | None
         "(hyperkd.cubes.clear_cache() empties it)")
     return open_cube(target)
 
+
+# %% ../nbs/01_data2_cubes.ipynb #c686a4cf
 def cache_info() -> dict:
     "The resample cache: {'path', 'files', 'bytes'} of `cache_dir()/resampled` (it grows with every new file/preset)."
     d = cache_dir() / "resampled"
@@ -345,3 +356,4 @@ def _resample_cube(cube, preset: Sensor, method: str) -> xr.DataArray:
         if c in cube.coords:
             out = out.assign_coords({c: cube.coords[c]})
     return out.astype(np.float32)
+

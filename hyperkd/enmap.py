@@ -168,7 +168,7 @@ def write_enmap_product(cube: xr.DataArray, out_dir, name: str | None = None, ga
     commit()
     return Path(out_dir) / name
 
-# %% ../nbs/01_data1_enmap.ipynb #2ea399d4
+# %% ../nbs/01_data1_enmap.ipynb #98175db4
 def _sibling(p: Path, name: str) -> Path:
     "`p.parent / name`, or the file of that name in another letter case (copies often lower-case the suffix)."
     exact = p.parent / name
@@ -222,6 +222,8 @@ def _find_product(path) -> tuple:
                            "scale_factor=10000) if its gains are 1e-4.")
     return tif, xml
 
+
+# %% ../nbs/01_data1_enmap.ipynb #2ea399d4
 @dataclass
 class EnMAPMetadata:
     "Per-band metadata of an EnMAP product, from its METADATA.XML."
