@@ -7,6 +7,13 @@ subprocess per scene size; the subprocess reports its peak RSS (ru_maxrss), its 
 resample cache it left behind. Scenes: AVIRIS-NG-like sampling (424 bands, 380-2510 nm, FWHM 5.5 nm), int16
 reflectance x 10000 with `reflectance scale factor = 10000`. The run is a tiny MAE on enmap-202 trained for a
 few steps (weights do not change the cost). `--pythonpath /work/main` measures another checkout (before/after).
+
+Measured 2026-11-30 on the shared 2-core helper machine (times disturbed by other jobs; memory is not):
+  before (main 6c94a9b: whole scene resampled, then cropped)   after (window cropped first, resampled in memory)
+   200 px: 1.24 GiB, 22 s, cache +51 MiB                          1.03 GiB, 26 s, cache +0
+   400 px: 2.52 GiB, 112 s, cache +202 MiB                        1.03 GiB, 14 s, cache +0
+   800 px: 5.10 GiB, 104 s, cache +808 MiB                        1.31 GiB, 13 s, cache +0
+About 1.0 GiB of the peak is the imports (torch, panel); the rest now follows the window and the 256 px read chunks.
 """
 import argparse
 import json
