@@ -23,13 +23,14 @@ import torch
 import xarray as xr
 
 from .spectral import (ENMAP, ENMAP_PRESETS, Sensor, enmap_preset, get_sensor, hls, resample,
-                              sensor_from_cube, srf_coverage, to_nm, read_envi_header, earthlib_spectra, _earthlib_dir)
+                              sensor_from_cube, srf_coverage, to_nm, read_envi_header, band_table, unit_scale, earthlib_spectra, _earthlib_dir)
 
 from .enmap import (ENMAP_NODATA, ProductError, _PRODUCT_RE, _check_readable, _chunks,
                            _default_crs_transform, atomic_file, open_enmap, select_bands)
+from .products import READABLE, sniff, is_desis, refuse_desis, open_product
 
 # %% auto #0
-__all__ = ['RESAMPLE_METHODS', 'write_cube', 'open_cube', 'cache_dir', 'to_preset']
+__all__ = ['RESAMPLE_METHODS', 'write_cube', 'open_cube', 'cache_dir', 'to_preset', 'cache_info', 'clear_cache']
 
 # %% ../nbs/01_data2_cubes.ipynb #f53f38c2
 def write_cube(cube: xr.DataArray, path, driver: str = "GTiff", dtype=None, scale: float = 1.0, nodata=None) -> Path:
@@ -76,64 +77,173 @@ def write_cube(cube: xr.DataArray, path, driver: str = "GTiff", dtype=None, scal
         os.replace(side, target)
     return path
 
-def _cube_wavelengths(src) -> tuple[np.ndarray | None, np.ndarray | None, str]:
-    tags = [src.tags(i + 1) for i in range(src.count)]
-    units = src.tags().get("wavelength_units") or tags[0].get("wavelength_units") or "nm"
-    if all("wavelength" in t for t in tags):
-        wl = np.array([float(t["wavelength"]) for t in tags])
-        fw = np.array([float(t["fwhm"]) for t in tags]) if all("fwhm" in t for t in tags) else None
-        return wl, fw, units
-    envi = src.tags(ns="ENVI")
-    if "wavelength" in envi:
-        parse = lambda s: np.array([float(v) for v in s.strip("{} ").split(",")])
-        wl = parse(envi["wavelength"])
-        fw = parse(envi["fwhm"]) if "fwhm" in envi else None
-        return wl, fw, envi.get("wavelength_units", units)
-    nums = [re.search(r"([0-9]+(?:\.[0-9]+)?)\s*(nm|um|µm)?\s*\)?\s*$", d or "") for d in src.descriptions]
-    if all(nums):
-        return np.array([float(m.group(1)) for m in nums]), None, (nums[0].group(2) or units)
-    return None, None, units
 
-def open_cube(path, chunks="auto", wavelengths=None, units: str | None = None) -> xr.DataArray:
-    """Open a GeoTIFF or ENVI cube with wavelength metadata as a lazy float32 (band, y, x) DataArray with
-    `wavelength`/`fwhm` coordinates (nm); nodata becomes NaN and band scales/offsets are applied.
-    EnMAP products are delegated to `open_enmap`. `wavelengths=` supplies them when the file has none."""
-    import rasterio, rioxarray
-    path = Path(path)
-    if _PRODUCT_RE.match(path.name) or path.is_dir():
-        return open_enmap(path, chunks=chunks)
-    if not path.exists():
-        raise ProductError(f"{path}: no such file.")
-    if path.suffix.lower() == ".hdr":
-        data_files = [p for p in path.parent.glob(path.stem + "*") if p.suffix.lower() not in (".hdr", ".xml")]
-        if not data_files:
-            raise ProductError(f"{path}: ENVI header without its data file.")
-        path = data_files[0]
-    count, *_ = _check_readable(path)
-    with rasterio.open(path) as src:
-        wl, fw, u = _cube_wavelengths(src)
-        scales, offsets, nodata = np.array(src.scales), np.array(src.offsets), src.nodata
-        named = [re.match(r"^(\S+) \(", d or "") for d in src.descriptions]
+# %% ../nbs/01_data2_cubes.ipynb #66670569
+def _floats(v) -> np.ndarray:
+    "An ENVI header value (list of strings, or one string) as floats."
+    return np.array([float(x) for x in (v if isinstance(v, list) else str(v).strip("{} ").split(","))])
+
+def _envi_header_of(path: Path) -> Path | None:
+    for c in (path.with_suffix(".hdr"), path.with_suffix(".HDR"), Path(f"{path}.hdr"), Path(f"{path}.HDR")):
+        if c.is_file():
+            return c
+    return None
+
+def _file_metadata(src, path: Path) -> dict:
+    """Band metadata of an open rasterio file: wavelengths, fwhm, units, bbl (good bands), reflectance scale factor,
+    nodata. An ENVI file's header is read with `read_envi_header` (spectral python) and wins; then per-band
+    `wavelength`/`fwhm` tags, the ENVI domain, the IMAGERY domain (CENTRAL_WAVELENGTH_UM, FWHM_UM), descriptions."""
+    out = dict(wl=None, fwhm=None, units=None, bbl=None, scale=None, nodata=src.nodata, where="")
+    hdr_path = _envi_header_of(path) if src.driver == "ENVI" else None
+    tags = [src.tags(i + 1) for i in range(src.count)]
+    imagery = [src.tags(i + 1, ns="IMAGERY") for i in range(src.count)]
+    envi = src.tags(ns="ENVI")
+    if hdr_path is not None:
+        h = read_envi_header(hdr_path)
+        out["where"] = str(hdr_path)
+        try:
+            if "wavelength" in h:
+                out["wl"] = _floats(h["wavelength"])
+                out["fwhm"] = _floats(h["fwhm"]) if "fwhm" in h else None
+            out["units"] = h.get("wavelength units")
+            if "bbl" in h:
+                out["bbl"] = _floats(h["bbl"]) != 0
+            if "reflectance scale factor" in h:
+                out["scale"] = float(h["reflectance scale factor"])
+            if "data ignore value" in h:
+                out["nodata"] = float(h["data ignore value"])
+        except ValueError as e:
+            raise ProductError(f"{hdr_path}: a header value is not a number ({e}).") from None
+    if out["wl"] is not None:
+        pass
+    elif all("wavelength" in t for t in tags):
+        out["wl"] = np.array([float(t["wavelength"]) for t in tags])
+        out["fwhm"] = np.array([float(t["fwhm"]) for t in tags]) if all("fwhm" in t for t in tags) else None
+        out["units"] = out["units"] or src.tags().get("wavelength_units") or tags[0].get("wavelength_units")
+    elif "wavelength" in envi:
+        out["wl"], out["units"] = _floats(envi["wavelength"]), envi.get("wavelength_units")
+        out["fwhm"] = _floats(envi["fwhm"]) if "fwhm" in envi else None
+        out["bbl"] = _floats(envi["bbl"]) != 0 if "bbl" in envi else None
+        out["scale"] = float(envi["reflectance_scale_factor"]) if "reflectance_scale_factor" in envi else None
+    elif all("CENTRAL_WAVELENGTH_UM" in t for t in imagery):
+        out["wl"], out["units"] = np.array([float(t["CENTRAL_WAVELENGTH_UM"]) for t in imagery]), "um"
+        out["fwhm"] = np.array([float(t["FWHM_UM"]) for t in imagery]) if all("FWHM_UM" in t for t in imagery) else None
+    else:
+        nums = [re.search(r"([0-9]+(?:\.[0-9]+)?)\s*(nm|um|µm)?\s*\)?\s*$", d or "") for d in src.descriptions]
+        if all(nums):
+            out["wl"], out["units"] = np.array([float(m.group(1)) for m in nums]), nums[0].group(2)
+    if out["units"] is not None and str(out["units"]).strip().lower() in ("unknown", ""):
+        out["units"] = None  # ENVI's 'Unknown': nm assumed, check_wavelengths refuses micrometre-looking values
+    return out
+
+def _enmap_xml_beside(path: Path) -> Path | None:
+    "The METADATA.XML of a renamed/copied EnMAP spectral image: `<stem>-METADATA.XML`, `<stem>.xml`, or the only one."
+    for name in (f"{path.stem}-METADATA.XML", f"{path.stem}.xml"):
+        hit = [q for q in path.parent.glob("*") if q.name.upper() == name.upper()]
+        if hit:
+            return hit[0]
+    only = [q for q in path.parent.glob("*") if q.name.upper().endswith("METADATA.XML")]
+    return only[0] if len(only) == 1 else None
+
+
+# %% ../nbs/01_data2_cubes.ipynb #36eb965f
+def _band_sensor(path: Path, meta: dict, count: int, named, wavelengths, units) -> Sensor:
+    "The file's bands as a `Sensor`: from `wavelengths=`/`units=` when given, else from its metadata. Errors name the file."
     names = [m.group(1) for m in named] if all(named) else [f"B{i + 1}" for i in range(count)]
     if len(set(names)) != count:
         names = [f"B{i + 1}" for i in range(count)]
-    if wavelengths is not None:
-        wl, fw = np.asarray(wavelengths, dtype=float), None
-    if wl is None:
-        raise ProductError(f"{path}: no wavelength metadata (band 'wavelength' tags, ENVI header or band descriptions); "
-                           "pass wavelengths=[...] in nm.")
-    if wl.size != count:
-        raise ProductError(f"{path}: {count} bands but {wl.size} wavelengths in its metadata.")
-    sensor = Sensor.from_metadata(wl, fw, names, name=path.name, units=units or u)
+    where = meta["where"] or str(path)
+    try:
+        if wavelengths is not None:
+            wl, fw, given = band_table(wavelengths, units, where=str(path))
+            names = list(given) if given is not None else names
+            if wl.size != count:
+                raise ProductError(f"{path}: wavelengths= gives {wl.size} band centres, the file has {count} bands.")
+            u = "nm"
+        else:
+            wl, fw, u = meta["wl"], meta["fwhm"], units or meta["units"] or "nm"
+            if wl is None:
+                raise ProductError(f"{path}: no wavelength metadata (ENVI header, band 'wavelength' tags, IMAGERY "
+                                   "CENTRAL_WAVELENGTH_UM or band descriptions); state them with wavelengths= (centres, "
+                                   "a CSV file or a preset name such as 'enmap') and units=, or `--set wavelengths=...`.")
+            if wl.size != count:
+                raise ProductError(f"{where}: {count} bands but {wl.size} wavelengths in its metadata.")
+            if fw is not None and fw.size != count:
+                raise ProductError(f"{where}: {count} bands but {fw.size} fwhm values in its metadata.")
+            unit_scale(u, where)
+        sensor = Sensor.from_metadata(wl, fw, names, name=path.name, units=u)
+    except ValueError as e:
+        msg = str(e)
+        raise ProductError(msg if str(path) in msg or where in msg else f"{path}: {msg}") from None
+    return sensor
+
+
+# %% ../nbs/01_data2_cubes.ipynb #1016fbf8
+def open_cube(path, chunks="auto", wavelengths=None, units: str | None = None, scale_factor: float | None = None,
+              ortho: bool = False, log=print) -> xr.DataArray:
+    """Open a hyperspectral cube as a lazy float32 (band, y, x) reflectance DataArray with `wavelength`/`fwhm`
+    coordinates (nm): GeoTIFF/COG and ENVI files (nodata → NaN, gains/offsets applied, ENVI `bbl` bad bands dropped,
+    `reflectance scale factor` divided out), EnMAP L2A products (folder, files, or the delivered ZIP), EMIT L2A
+    (`ortho=True`: through the GLT) and PRISMA L2D; DESIS and other containers are refused (`ProductError`).
+    For files whose metadata is missing or wrong: `wavelengths` (centres, a CSV path or a sensor/preset name, see
+    `band_table`), `units` (any ENVI spelling) and `scale_factor` (stored value / scale_factor = 0-1 reflectance;
+    overrides the file's own). Errors name the file and the argument."""
+    import rasterio, rioxarray
+    path = Path(path)
+    if scale_factor is not None and not (np.isfinite(float(scale_factor)) and float(scale_factor) > 0):
+        raise ProductError(f"{path}: scale_factor={scale_factor!r}; expected a positive number (e.g. 10000).")
+    if not path.exists():
+        raise ProductError(f"{path}: no such file.")
+    kind = sniff(path) if path.is_file() else None
+    if is_desis(path) and wavelengths is None:
+        refuse_desis(path)
+    if kind == "zip":
+        return open_enmap(path, chunks=chunks)
+    if kind in ("hdf5", "netcdf3"):
+        return open_product(path, chunks=chunks, ortho=ortho, log=log)
+    if path.is_dir() or (_PRODUCT_RE.match(path.name) and wavelengths is None and not is_desis(path)):
+        return open_enmap(path, chunks=chunks)
+    if path.suffix.lower() == ".hdr":
+        data_files = [p for p in path.parent.glob(path.stem + "*") if p.suffix.lower() not in (".hdr", ".xml", ".aux")]
+        if not data_files:
+            raise ProductError(f"{path}: ENVI header without its data file.")
+        path = data_files[0]
+    try:
+        count, *_ = _check_readable(path)
+    except ProductError as e:
+        raise ProductError(f"{e} hyperkd reads {READABLE}.") from None
+    with rasterio.open(path) as src:
+        meta = _file_metadata(src, path)
+        scales, offsets = np.array(src.scales), np.array(src.offsets)
+        named = [re.match(r"^(\S+) \(", d or "") for d in src.descriptions]
+    if meta["wl"] is None and wavelengths is None and (xml := _enmap_xml_beside(path)) is not None:
+        return open_enmap(path, chunks=chunks, xml=xml)  # a renamed EnMAP spectral image
+    sensor = _band_sensor(path, meta, count, named, wavelengths, units)
+    where = meta["where"] or str(path)
     raw = rioxarray.open_rasterio(path, chunks=_chunks(chunks, count), mask_and_scale=False, lock=False)
     refl = raw.astype(np.float32) * scales[:, None, None].astype(np.float32) + offsets[:, None, None].astype(np.float32)
+    nodata = meta["nodata"]
     if nodata is not None and not np.isnan(nodata):
         refl = refl.where(raw != nodata)
+    scale = float(scale_factor) if scale_factor is not None else meta["scale"]
+    if scale is not None and scale != 1.0:
+        refl = refl / np.float32(scale)
     cube = refl.astype(np.float32).assign_coords(band=list(sensor.band_names), wavelength=("band", sensor.wavelengths),
                                                  fwhm=("band", sensor.fwhm), file_band=("band", np.arange(1, count + 1)))
+    bbl = meta["bbl"]  # bad bands stay bad when wavelengths= replaces the centres
+    if bbl is not None:
+        if bbl.size != count:
+            raise ProductError(f"{where}: bbl lists {bbl.size} bands, the file has {count}.")
+        if (~bbl).any():
+            bad = np.flatnonzero(~bbl)
+            log(f"{path.name}: dropping {bad.size} band(s) flagged bad in the header's bbl "
+                f"({', '.join(f'{w:.0f}' for w in sensor.wavelengths[bad][:8])}{' ...' if bad.size > 8 else ''} nm)")
+            cube = cube.isel(band=np.flatnonzero(bbl))
     cube.coords["wavelength"].attrs["units"] = "nm"
     cube.coords["fwhm"].attrs["units"] = "nm"
     cube.attrs = {"sensor": path.name, "source": str(path)}
+    if scale is not None:
+        cube.attrs["reflectance_scale_factor"] = scale
     cube.name = "reflectance"
     return cube
 
@@ -173,8 +283,9 @@ def _cache_file(cube: xr.DataArray, bands: str, method: str) -> Path | None:
     if not src or not Path(src).is_file():
         return None
     st = Path(src).stat()
+    extent = [cube.shape] + [[float(cube[d][0]), float(cube[d][-1])] for d in ("y", "x") if d in cube.coords]
     key = json.dumps([str(Path(src).resolve()), st.st_size, st.st_mtime_ns, bands, method,
-                      [str(b) for b in cube.band.values]])
+                      [str(b) for b in cube.band.values], extent], default=str)  # a crop is not the whole file
     digest = __import__("hashlib").sha1(key.encode()).hexdigest()[:12]
     return cache_dir() / "resampled" / f"{Path(src).stem}-{bands}-{method}-{digest}.tif"
 
@@ -217,7 +328,24 @@ def to_preset(cube: xr.DataArray, bands: str = "enmap-202", resample: str | None
         return out.load()
     log(f"Resampling {name} ({span}) to {bands} ({resample}) once, into {target}")
     write_cube(out.load(), target, driver="COG", dtype="float32")
+    info = cache_info()
+    log(f"The resample cache holds {info['files']} file(s), {info['bytes'] / 2**20:.1f} MiB in {info['path']} "
+        "(hyperkd.cubes.clear_cache() empties it)")
     return open_cube(target)
+
+
+# %% ../nbs/01_data2_cubes.ipynb #c686a4cf
+def cache_info() -> dict:
+    "The resample cache: {'path', 'files', 'bytes'} of `cache_dir()/resampled` (it grows with every new file/preset)."
+    d = cache_dir() / "resampled"
+    files = [f for f in d.glob("*") if f.is_file()] if d.is_dir() else []
+    return {"path": str(d), "files": len(files), "bytes": sum(f.stat().st_size for f in files)}
+
+def clear_cache() -> dict:
+    "Delete every resampled cube in the cache (they are rebuilt on demand). Returns what was freed, as `cache_info`."
+    info = cache_info()
+    shutil.rmtree(info["path"], ignore_errors=True)
+    return info
 
 def _resample_cube(cube, preset: Sensor, method: str) -> xr.DataArray:
     from hyperkd.spectral import resample as _resample
@@ -228,3 +356,4 @@ def _resample_cube(cube, preset: Sensor, method: str) -> xr.DataArray:
         if c in cube.coords:
             out = out.assign_coords({c: cube.coords[c]})
     return out.astype(np.float32)
+

@@ -12,6 +12,7 @@ __all__ = ['ENMAP_NODATA', 'QUALITY_LAYERS', 'LAND_COVER_CLASSES', 'CROP_CLASSES
 # %% ../nbs/01_data.ipynb #9af5c320
 # One name for the data modules, as users import them (`from hyperkd.data import open_enmap, PatchDataset, demo_scene`)
 from .enmap import *
+from .products import *
 from .cubes import *
 from .patches import *
 from .samples import *

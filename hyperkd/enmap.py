@@ -168,27 +168,62 @@ def write_enmap_product(cube: xr.DataArray, out_dir, name: str | None = None, ga
     commit()
     return Path(out_dir) / name
 
-# %% ../nbs/01_data1_enmap.ipynb #2ea399d4
-def _find_product(path) -> tuple[Path, Path]:
+# %% ../nbs/01_data1_enmap.ipynb #98175db4
+def _sibling(p: Path, name: str) -> Path:
+    "`p.parent / name`, or the file of that name in another letter case (copies often lower-case the suffix)."
+    exact = p.parent / name
+    if exact.exists():
+        return exact
+    hits = [q for q in p.parent.glob("*") if q.name.upper() == name.upper()]
+    return hits[0] if hits else exact
+
+def _zip_product(z: Path) -> tuple[str, tuple]:
+    "The spectral image (a GDAL /vsizip/ path) and METADATA.XML (name, bytes) of an EnMAP product still in its ZIP."
+    import zipfile
+    try:
+        with zipfile.ZipFile(z) as zf:
+            names = zf.namelist()
+            tifs = [n for n in names if _PRODUCT_RE.match(Path(n).name)]
+            if len(tifs) != 1:
+                inner = [n for n in names if n.lower().endswith(".zip")]
+                hint = f" It holds {len(inner)} ZIP archive(s): extract it." if inner else ""
+                raise ProductError(f"{z}: this ZIP archive holds {len(tifs)} *-SPECTRAL_IMAGE.TIF, expected one EnMAP "
+                                   f"product.{hint}")
+            prefix = tifs[0][: -len("-SPECTRAL_IMAGE.TIF")]
+            xmls = [n for n in names if n.upper() == (prefix + "-METADATA.XML").upper()]
+            if not xmls:
+                raise ProductError(f"{z}: METADATA.XML missing beside {tifs[0]} in the ZIP archive.")
+            xml = (f"{z}!{xmls[0]}", zf.read(xmls[0]))
+    except zipfile.BadZipFile as e:
+        raise ProductError(f"{z}: a damaged ZIP archive ({e}).") from None
+    return f"/vsizip/{z.resolve()}/{tifs[0]}", xml
+
+def _find_product(path) -> tuple:
     p = Path(path)
     if not p.exists():
         raise ProductError(f"{p}: no such file or folder.")
+    if p.is_file() and p.suffix.lower() == ".zip":
+        return _zip_product(p)
     if p.is_dir():
-        tifs = sorted(p.glob("*-SPECTRAL_IMAGE.TIF")) + sorted(p.glob("*-SPECTRAL_IMAGE.tif"))
+        tifs = sorted(q for q in p.glob("*") if _PRODUCT_RE.match(q.name))
         if len(tifs) != 1:
             raise ProductError(f"{p}: expected exactly one *-SPECTRAL_IMAGE.TIF in an EnMAP product folder, found {len(tifs)}.")
         p = tifs[0]
     m = _PRODUCT_RE.match(p.name) or re.match(r"(?P<prefix>.+)-METADATA\.XML$", p.name, re.I)
     if not m:
         raise ProductError(f"{p}: not an EnMAP product file (expected *-SPECTRAL_IMAGE.TIF or *-METADATA.XML).")
-    prefix = p.parent / m.group("prefix")
-    tif, xml = Path(f"{prefix}-SPECTRAL_IMAGE.TIF"), Path(f"{prefix}-METADATA.XML")
+    prefix = m.group("prefix")
+    tif, xml = _sibling(p, f"{prefix}-SPECTRAL_IMAGE.TIF"), _sibling(p, f"{prefix}-METADATA.XML")
     if not tif.exists():
         raise ProductError(f"{tif}: spectral image missing beside {p.name}.")
     if not xml.exists():
-        raise ProductError(f"{xml}: METADATA.XML missing; it holds the band wavelengths, FWHM and gains.")
+        raise ProductError(f"{xml}: METADATA.XML missing; it holds the band wavelengths, FWHM and gains. Copy it "
+                           "beside the image, or open the image with open_cube(path, wavelengths='enmap', "
+                           "scale_factor=10000) if its gains are 1e-4.")
     return tif, xml
 
+
+# %% ../nbs/01_data1_enmap.ipynb #2ea399d4
 @dataclass
 class EnMAPMetadata:
     "Per-band metadata of an EnMAP product, from its METADATA.XML."
@@ -200,10 +235,14 @@ class EnMAPMetadata:
     detector: np.ndarray
 
 def read_enmap_metadata(xml_path) -> EnMAPMetadata:
-    "Parse an EnMAP METADATA.XML; a malformed or incomplete file is a `ProductError` naming it."
-    xml_path = Path(xml_path)
+    """Parse an EnMAP METADATA.XML (a path, or `(name, bytes)` for a file inside a ZIP); a malformed or incomplete
+    file is a `ProductError` naming it."""
+    if isinstance(xml_path, tuple):
+        xml_path, data = xml_path
+    else:
+        xml_path, data = Path(xml_path), None
     try:
-        root = ET.parse(xml_path).getroot()
+        root = (ET.fromstring(data) if data is not None else ET.parse(xml_path).getroot())
     except (ET.ParseError, OSError) as e:
         raise ProductError(f"{xml_path}: malformed METADATA.XML ({e}).") from None
     bands = root.findall(".//specific/bandCharacterisation/bandID")
@@ -248,6 +287,9 @@ def _check_readable(tif: Path):
             return src.count, src.height, src.width, src.nodata
     except rasterio.errors.RasterioError as e:
         raise ProductError(f"{tif}: cannot read the image (truncated or corrupt TIFF?): {e}") from None
+    except IndexError:  # a container of subdatasets (netCDF, HDF5): no bands of its own
+        raise ProductError(f"{tif}: a container without image bands of its own (netCDF/HDF5 subdatasets?), not an "
+                           "image GDAL can read as a cube.") from None
 
 def _chunks(chunks, count):
     if chunks is None:
@@ -285,12 +327,14 @@ def select_bands(cube: xr.DataArray, bands=None, wavelength: tuple | None = None
             raise ValueError(f"No band of the cube lies in {lo}-{hi} nm.")
     return out
 
-def open_enmap(path, bands=None, chunks="auto") -> xr.DataArray:
-    """Open an EnMAP L2A product (folder, *-SPECTRAL_IMAGE.TIF or *-METADATA.XML) as a lazy float32
-    reflectance cube (band, y, x) with wavelength/fwhm coordinates, nodata as NaN."""
+def open_enmap(path, bands=None, chunks="auto", xml=None) -> xr.DataArray:
+    """Open an EnMAP L2A product (folder, *-SPECTRAL_IMAGE.TIF, *-METADATA.XML, or the delivered .ZIP read in place
+    through GDAL's /vsizip/) as a lazy float32 reflectance cube (band, y, x) with wavelength/fwhm coordinates,
+    nodata as NaN. `xml`: the METADATA.XML of a renamed spectral image."""
     import rioxarray  # noqa: F401  (registers .rio)
-    tif, xml = _find_product(path)
-    meta = read_enmap_metadata(xml)
+    tif, found = (Path(path), xml) if xml is not None else _find_product(path)
+    meta = read_enmap_metadata(found)
+    xml = Path(found[0] if isinstance(found, tuple) else found)
     count, ny, nx, nodata = _check_readable(tif)
     if count != meta.wavelengths.size:
         raise ProductError(f"{tif}: {count} bands in the image but {meta.wavelengths.size} in {xml.name}.")
@@ -306,7 +350,10 @@ def open_enmap(path, bands=None, chunks="auto") -> xr.DataArray:
                               file_band=("band", np.arange(1, count + 1)))
     refl.coords["wavelength"].attrs["units"] = "nm"
     refl.coords["fwhm"].attrs["units"] = "nm"
-    refl.attrs = {"sensor": "EnMAP", "product": tif.name[: -len("-SPECTRAL_IMAGE.TIF")], "source": str(tif),
+    name = Path(str(tif)).name
+    m = _PRODUCT_RE.match(name)
+    refl.attrs = {"sensor": "EnMAP", "product": m.group("prefix") if m else Path(name).stem,
+                  "source": str(path) if str(tif).startswith("/vsizip/") else str(tif),
                   "units": "reflectance", "long_name": "surface reflectance"}
     refl.name = "reflectance"
     refl.rio.write_nodata(np.nan, encoded=False, inplace=True)
@@ -316,6 +363,8 @@ def open_enmap_quality(path) -> xr.Dataset:
     "The product's quality layers (`*-QL_*.TIF` beside the spectral image) as a Dataset of (y, x) variables."
     import rioxarray
     tif, _ = _find_product(path)
+    if isinstance(tif, str):
+        raise ProductError(f"{path}: quality layers are read from an extracted product folder; extract the ZIP archive.")
     prefix = tif.name[: -len("SPECTRAL_IMAGE.TIF")]
     out = {}
     for f in sorted(tif.parent.glob(prefix + "QL_*.TIF")):

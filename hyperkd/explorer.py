@@ -167,7 +167,7 @@ def open_explorer_inputs(checkpoint=None, cube=None, runs_dir="runs", teacher="a
     else an untrained tiny model). `cube`: a path for `open_cube`, an xarray cube, or None for the demo scene
     (seed `demo_seed`, held out of training). `window`: (row, col[, height, width]); otherwise scenes larger
     than `max_size` are cropped to their centre. `teacher`: 'auto' (the run's teacher if on disk), None, or a
-    Prithvi path/preset. `resample`: 'srf' puts a cube from another sensor on the run's band preset (`to_preset`)."""
+    Prithvi path/preset. `resample`: 'srf' puts a cube from another sensor on the run's band preset (`to_preset`), on the window only."""
     ck = Path(checkpoint) if checkpoint is not None else latest_run(runs_dir)
     train_config, bands = None, "enmap-202"
     if ck is not None:
@@ -191,9 +191,10 @@ def open_explorer_inputs(checkpoint=None, cube=None, runs_dir="runs", teacher="a
         model = HyperspectralMAE.from_preset("tiny", in_chans=da.sizes["band"], img_size=64, patch_size=8).eval()
         stats, source = None, "untrained"
     n = model.in_chans
+    da = _window(da, window, max_size)  # crop first: memory and time follow the window, not the scene (#19)
     if isinstance(bands, str) and "wavelength" in da.coords and (da.sizes["band"] != n or ck is not None or resample):
-        try:  # the run's band preset: the cube's own bands, or another sensor's resampled (resample='srf')
-            da = to_preset(da, bands, resample, log=log)
+        try:  # the run's band preset: the cube's own bands, or another sensor's resampled (resample='srf'), in memory
+            da = to_preset(da, bands, resample, cache=False, log=log)
         except ValueError as e:
             raise ValueError(f"{cube_source}: {da.sizes['band']} bands, the model expects {n} ({bands}): {e}") from None
     if da.sizes["band"] != n:
@@ -201,7 +202,7 @@ def open_explorer_inputs(checkpoint=None, cube=None, runs_dir="runs", teacher="a
                          "wavelengths and resample it to the model's bands (resample='srf', `--resample srf`).")
     if "wavelength" not in da.coords:
         raise ValueError(f"{cube_source}: no wavelength coordinate; open it with hyperkd.data.open_cube(..., wavelengths=...).")
-    da = _window(da, window, max_size).astype(np.float32).load()
+    da = da.astype(np.float32).load()
     if stats is None:
         stats = band_stats([da.values])
     t = _load_teacher(teacher, train_config)

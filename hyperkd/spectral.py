@@ -17,21 +17,34 @@ import torch
 
 # %% auto #0
 __all__ = ['WAVELENGTH_RANGE_NM', 'DATA_DIR', 'ENMAP', 'ENMAP_PRESETS', 'HLS_BANDS', 'HLS_RANGES', 'SENSORS', 'ALIGNMENT_METHODS',
-           'to_nm', 'check_wavelengths', 'gaussian_response', 'Sensor', 'enmap_detector', 'enmap_preset', 'oli', 'msi',
-           'hls', 'get_sensor', 'srf_coverage', 'alignment_matrix', 'sensor_from_cube', 'resample', 'read_envi_header',
-           'earthlib_spectra']
+           'unit_scale', 'to_nm', 'check_wavelengths', 'gaussian_response', 'Sensor', 'enmap_detector', 'enmap_preset',
+           'oli', 'msi', 'hls', 'get_sensor', 'band_table', 'srf_coverage', 'alignment_matrix', 'sensor_from_cube',
+           'resample', 'earthlib_spectra', 'read_envi_header']
 
 # %% ../nbs/00_spectral.ipynb #3e8110b3
-_UNIT_SCALE = {"nm": 1.0, "nanometers": 1.0, "nanometres": 1.0, "um": 1000.0, "µm": 1000.0,
-               "micrometers": 1000.0, "micrometres": 1000.0, "microns": 1000.0}
+# ENVI's `wavelength units` names (ENVI header reference) and the spellings people write by hand, case-insensitive,
+# singular or plural: Nanometers, Nanometer, nm, Micrometers, Micrometer, Microns, um, µm, Millimeters, mm, ...
+_UNIT_SCALE = {"nm": 1.0, "nanometer": 1.0, "nanometre": 1.0, "um": 1e3, "µm": 1e3, "μm": 1e3, "micrometer": 1e3,
+               "micrometre": 1e3, "micron": 1e3, "mm": 1e6, "millimeter": 1e6, "millimetre": 1e6, "cm": 1e7,
+               "centimeter": 1e7, "centimetre": 1e7, "m": 1e9, "meter": 1e9, "metre": 1e9, "angstrom": 0.1, "å": 0.1}
 WAVELENGTH_RANGE_NM = (250.0, 3000.0)  # the reflective optical domain every sensor here lives in
 
-def to_nm(values, units: str = "nm") -> np.ndarray:
-    "Convert `values` given in `units` (nm, um/µm/micrometers) to a float64 array in nm."
-    key = str(units).strip().lower()
+def unit_scale(units, where: str = "") -> float:
+    """Factor from `units` (any ENVI spelling: 'Nanometers', 'nanometer', 'nm', 'Micrometers', 'um', 'µm',
+    'Millimeters', ...; case and plural free) to nm. An unknown unit is a `ValueError` naming `where` (the file)."""
+    key = str(units).strip().lower().rstrip(".")
+    if key not in _UNIT_SCALE and key.endswith("s") and key[:-1] in _UNIT_SCALE:
+        key = key[:-1]  # plural
     if key not in _UNIT_SCALE:
-        raise ValueError(f"Unknown wavelength units {units!r}; expected one of {sorted(set(_UNIT_SCALE))}.")
-    return np.asarray(values, dtype=np.float64) * _UNIT_SCALE[key]
+        names = "Nanometers/nm, Micrometers/um/µm/microns, Millimeters/mm, Centimeters, Meters, Angstroms"
+        raise ValueError(f"{where + ': ' if where else ''}Unknown wavelength units {units!r} (ENVI 'wavelength units'); "
+                         f"expected a length unit: {names} (any case, singular or plural). State the right units "
+                         "with units=... (open_cube) or wavelength_units=... (TrainConfig / --set).")
+    return _UNIT_SCALE[key]
+
+def to_nm(values, units: str = "nm", where: str = "") -> np.ndarray:
+    "Convert `values` given in `units` (any ENVI spelling, see `unit_scale`) to a float64 array in nm."
+    return np.asarray(values, dtype=np.float64) * unit_scale(units, where)
 
 def check_wavelengths(wl, name: str = "wavelengths") -> np.ndarray:
     "Validate band centres in nm: finite, inside 250-3000 nm. Returns them as float64."
@@ -272,6 +285,47 @@ def get_sensor(name) -> Sensor:
         raise ValueError(f"Unknown sensor {name!r}; built-ins are {sorted(SENSORS)}.")
     return SENSORS[key]()
 
+# %% ../nbs/00_spectral.ipynb #89111334
+def band_table(spec, units: str | None = None, where: str = "", arg: str = "wavelengths"):
+    """Band centres (nm), FWHM (nm, or None) and band names (or None) from `spec`, for files whose own metadata is
+    missing or wrong: a sequence of centres (in `units`, default nm); a CSV file with a `wavelength` column and
+    optionally `fwhm` (and `band`), or a single unnamed column of centres; or a built-in sensor/preset name
+    ('enmap', 'enmap-202', ... in nm, with their band names and FWHM). Errors name `where` (the file) and `arg`."""
+    pre = f"{where}: " if where else ""
+    if isinstance(spec, Sensor) or (isinstance(spec, str) and spec.lower() in SENSORS):
+        s = get_sensor(spec)
+        return s.wavelengths.copy(), s.fwhm.copy(), tuple(s.band_names)
+    if isinstance(spec, (str, Path)):
+        p = Path(spec)
+        if not p.is_file():
+            raise ValueError(f"{pre}{arg}={str(spec)!r} is neither a CSV file nor a built-in sensor/preset name "
+                             f"({', '.join(sorted(SENSORS))}).")
+        rows = [r for r in csv.reader(p.read_text(errors="replace").splitlines()) if r and any(c.strip() for c in r)]
+        head = [c.strip().lower() for c in rows[0]] if rows else []
+        col = next((head.index(k) for k in ("wavelength", "wavelengths", "wavelength_nm", "center_nm") if k in head), None)
+        try:
+            if col is not None:
+                fcol = next((head.index(k) for k in ("fwhm", "fwhm_nm") if k in head), None)
+                bcol = head.index("band") if "band" in head else None
+                wl = [float(r[col]) for r in rows[1:]]
+                fw = None if fcol is None else np.array([float(r[fcol]) for r in rows[1:]])
+                names = None if bcol is None else tuple(r[bcol].strip() for r in rows[1:])
+            elif all(len(r) == 1 for r in rows):
+                wl, fw, names = [float(r[0]) for r in rows], None, None
+            else:
+                raise ValueError("expected a column named 'wavelength' (and optionally 'fwhm', 'band'), "
+                                 "or a single unnamed column of band centres")
+        except (ValueError, IndexError) as e:
+            raise ValueError(f"{pre}{arg}={str(p)!r}: cannot read band centres from this CSV ({e}).") from None
+        wl, scale = np.array(wl), unit_scale(units or "nm", f"{pre}{arg}={str(p)!r}")
+        return wl * scale, (None if fw is None else fw * scale), names
+    try:
+        wl = np.asarray(spec, dtype=np.float64).ravel()
+    except (TypeError, ValueError):
+        raise ValueError(f"{pre}{arg}: expected band centres (numbers), a CSV path or a sensor name, got "
+                         f"{type(spec).__name__}.") from None
+    return wl * unit_scale(units or "nm", f"{pre}{arg}"), None, None
+
 # %% ../nbs/00_spectral.ipynb #8d53f8f6
 ALIGNMENT_METHODS = ("range", "srf", "nearest")
 
@@ -386,32 +440,6 @@ def _earthlib_dir() -> Path:
         raise ImportError("earthlib is not installed: `pip install hyperkd[samples]` (or earthlib==1.1.0).") from e
     return Path(earthlib.__file__).parent / "data"
 
-def read_envi_header(path) -> dict:
-    "Parse an ENVI `.hdr` into a dict of strings / lists of strings (braced values are split on commas)."
-    text = Path(path).read_text(errors="replace")
-    if not text.lstrip().startswith("ENVI"):
-        raise ValueError(f"{path}: not an ENVI header (first word is not 'ENVI').")
-    out, key, buf = {}, None, None
-    for line in text.splitlines()[1:]:
-        if buf is not None:
-            buf += " " + line
-            if "}" in line:
-                out[key] = [v.strip() for v in buf.strip().strip("{}").split(",")]
-                buf = None
-            continue
-        if "=" not in line:
-            continue
-        k, v = (s.strip() for s in line.split("=", 1))
-        key = k.lower()
-        if v.startswith("{"):
-            if "}" in v:
-                out[key] = [s.strip() for s in v.strip("{}").split(",")]
-            else:
-                buf = v
-        else:
-            out[key] = v
-    return out
-
 def earthlib_spectra():
     "(spectra (n, 180) float32 reflectance, wavelengths nm (180,), names) from earthlib's spectral library."
     d = _earthlib_dir()
@@ -423,3 +451,20 @@ def earthlib_spectra():
     if data.size != n * b:
         raise ValueError(f"{d / 'spectra.sli'}: {data.size} values, header says {n} x {b}.")
     return data.reshape(n, b).astype(np.float32), wl, hdr["spectra names"]
+
+# %% ../nbs/00_spectral.ipynb #7acfc8e1
+def read_envi_header(path) -> dict:
+    """Parse an ENVI `.hdr` with spectral python's `envi.read_envi_header` (the parser of a well-kept, widely used
+    library: braces over several lines, comments, duplicate keys). Keys are lower case; braced values are lists of
+    strings, others strings. A file that is not an ENVI header is a `ValueError` naming it."""
+    from spectral.io import envi
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such ENVI header.")
+    try:
+        hdr = envi.read_envi_header(str(path))
+    except envi.FileNotAnEnviHeader:
+        raise ValueError(f"{path}: not an ENVI header (first word is not 'ENVI').") from None
+    except Exception as e:  # a malformed header (unbalanced braces, ...)
+        raise ValueError(f"{path}: malformed ENVI header ({type(e).__name__}: {e}).") from None
+    return {str(k).strip().lower(): v for k, v in hdr.items()}
