@@ -30,8 +30,8 @@ from .enmap import (ENMAP_NODATA, ProductError, _find_product, atomic_file, read
 from .cubes import open_cube, to_preset, write_cube
 
 # %% auto #0
-__all__ = ['valid_values', 'BandStats', 'band_stats', 'read_wavelengths', 'PatchDataset', 'LabeledPatchDataset',
-           'spectral_earth_patches', 'open_spectral_earth_patch', 'hyspecnet_patches']
+__all__ = ['valid_values', 'BandStats', 'band_stats', 'PatchDataset', 'LabeledPatchDataset', 'spectral_earth_patches',
+           'open_spectral_earth_patch', 'hyspecnet_patches']
 
 # %% ../nbs/01_data3_patches.ipynb #5f89dad1
 def valid_values(a, nodata=None):
@@ -149,45 +149,12 @@ def band_stats(items, band_names=(), wavelengths=None, progress: bool = False, m
     return BandStats(mean, std, n, tuple(band_names), None if wavelengths is None else np.asarray(wavelengths, dtype=float))
 
 # %% ../nbs/01_data3_patches.ipynb #08e87dab
-def read_wavelengths(spec) -> tuple[np.ndarray, str | None]:
-    """(band centres, their units or None) named by `spec`: an EnMAP band preset name ('enmap-202': nm), a CSV file
-    (one number per line, or a header row and a column whose name contains 'wavelength'), or a sequence of numbers.
-    Errors name the file and the line."""
-    import csv
-    if isinstance(spec, str) and spec in ENMAP_PRESETS:
-        return enmap_preset(spec).wavelengths.astype(float), "nm"
-    if not isinstance(spec, (str, os.PathLike)):
-        return np.asarray(spec, dtype=float), None
-    try:
-        rows = [r for r in csv.reader(Path(spec).read_text().splitlines()) if any(c.strip() for c in r)]
-    except OSError as e:
-        raise ValueError(f"wavelengths={str(spec)!r}: neither a band preset {ENMAP_PRESETS} nor a readable CSV file "
-                         f"({e.strerror}).") from None
-    head = [c.strip().lower() for c in rows[0]] if rows else []
-    col = next((i for i, h in enumerate(head) if "wavelength" in h), None)
-    out = []
-    for k, r in enumerate(rows[1:] if col is not None else rows, start=2 if col is not None else 1):
-        try:
-            out.append(float(r[col or 0]))
-        except (ValueError, IndexError):
-            raise ValueError(f"{spec}: line {k} ({','.join(r)!r}) holds no wavelength number.") from None
-    if not out:
-        raise ValueError(f"{spec}: no wavelengths in this CSV file.")
-    return np.array(out), None
-
 def _open_kwargs(wavelengths=None, units: str | None = None, scale_factor: float | None = None) -> dict:
-    "The keyword arguments for `open_cube` that were stated (unset ones are left out)."
-    kw = {}
-    if wavelengths is not None:
-        kw["wavelengths"], u = read_wavelengths(wavelengths)
-        if u is not None and units is not None and to_nm(1.0, units) != to_nm(1.0, u):
-            raise ValueError(f"wavelengths={wavelengths!r} are in {u}, not units={units!r}.")
-        units = units or u
-    if units is not None:
-        kw["units"] = units
-    if scale_factor is not None:
-        kw["scale_factor"] = float(scale_factor)
-    return kw
+    """The keyword arguments for `open_cube` that were stated (unset ones are left out): `wavelengths` as
+    `hyperkd.spectral.band_table` reads them (centres, a CSV file or a sensor/preset name), `units`, `scale_factor`."""
+    stated = {"wavelengths": wavelengths, "units": units,
+              "scale_factor": None if scale_factor is None else float(scale_factor)}
+    return {k: v for k, v in stated.items() if v is not None}
 
 
 # %% ../nbs/01_data3_patches.ipynb #6e6a7e9d
@@ -401,7 +368,6 @@ class PatchDataset(torch.utils.data.Dataset):
         if isinstance(sources, (str, os.PathLike, xr.DataArray)):
             sources = [sources]
         open_kw = _open_kwargs(wavelengths, units, scale_factor)
-        named = enmap_preset(wavelengths) if isinstance(wavelengths, str) and wavelengths in ENMAP_PRESETS else None
         self.size, self.stride = int(size), int(stride or size)
         self.max_nodata, self.return_mask = max_nodata, return_mask
         self.sources: list[_Source] = []
@@ -413,8 +379,6 @@ class PatchDataset(torch.utils.data.Dataset):
             if isinstance(s, xr.DataArray) and open_kw:
                 raise ValueError(f"wavelengths=/units=/scale_factor= apply to files; {s.name or 'a cube'} is an in-memory cube.")
             cube = s if isinstance(s, xr.DataArray) else open_cube(s, **open_kw)
-            if named is not None and cube.sizes["band"] == len(named) and cube.attrs.get("sensor") != "EnMAP":
-                cube = cube.assign_coords(band=list(named.band_names), fwhm=("band", named.fwhm))  # the preset's bands
             if isinstance(bands, str):  # a preset: the cube's own bands, or (resample='srf') resampled once
                 cube = to_preset(cube, bands, resample)
             elif bands is not None:

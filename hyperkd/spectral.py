@@ -302,10 +302,10 @@ def band_table(spec, units: str | None = None, where: str = "", arg: str = "wave
                              f"({', '.join(sorted(SENSORS))}).")
         rows = [r for r in csv.reader(p.read_text(errors="replace").splitlines()) if r and any(c.strip() for c in r)]
         head = [c.strip().lower() for c in rows[0]] if rows else []
-        col = next((head.index(k) for k in ("wavelength", "wavelengths", "wavelength_nm", "center_nm") if k in head), None)
+        col = next((i for i, h in enumerate(head) if "wavelength" in h or h == "center_nm"), None)  # any header naming it
         try:
             if col is not None:
-                fcol = next((head.index(k) for k in ("fwhm", "fwhm_nm") if k in head), None)
+                fcol = next((i for i, h in enumerate(head) if h.startswith("fwhm")), None)
                 bcol = head.index("band") if "band" in head else None
                 wl = [float(r[col]) for r in rows[1:]]
                 fw = None if fcol is None else np.array([float(r[fcol]) for r in rows[1:]])
