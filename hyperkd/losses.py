@@ -20,10 +20,18 @@ __all__ = ['DISTILL_TARGETS', 'masked_mse', 'ssim_map', 'ssim_loss', 'block_ssim
            'HyperKDLoss']
 
 # %% ../nbs/01c_losses.ipynb #ddc53e5e
-def _weights(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def _finite(x: torch.Tensor) -> torch.Tensor:
+    "(B, 1, H, W) bool: the pixels with no NaN in any band (not nodata)."
+    return torch.isfinite(x).all(1, keepdim=True)
+
+def _nodata_arg(finite: torch.Tensor) -> torch.Tensor | None:
+    "`finite` where some pixel is nodata, else None (the cheaper path; compiled code always takes `finite`)."
+    return finite if torch.compiler.is_compiling() or not bool(finite.all()) else None
+
+def _weights(x: torch.Tensor, mask: torch.Tensor | None, finite: torch.Tensor | None = None) -> torch.Tensor:
     "(B, 1, H, W) float weights; all ones when `mask` is None; NaN pixels get weight 0."
     w = torch.ones_like(x[:, :1]) if mask is None else mask.to(x.dtype).expand(x.shape[0], 1, *x.shape[-2:])
-    return w * torch.isfinite(x).all(1, keepdim=True)
+    return w * (_finite(x) if finite is None else finite)
 
 def _wmean(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     "Weighted mean of a (B, 1 or C, H, W) map; 0 when nothing is weighted (keeps gradients finite)."
@@ -55,10 +63,16 @@ def _blur_matrix(g: torch.Tensor, n: int) -> torch.Tensor:
                  g.repeat(n), accumulate=True)
     return m
 
-def _ssim_constants(t: torch.Tensor, data_range) -> tuple:
-    "C1, C2 of SSIM; `data_range` None: the target's range per band over the batch."
+def _ssim_constants(t: torch.Tensor, data_range, valid: torch.Tensor | None = None) -> tuple:
+    "C1, C2 of SSIM; `data_range` None: the target's range per band over the batch's valid pixels."
     if data_range is None:
-        data_range = (t.amax(dim=(0, 2, 3)) - t.amin(dim=(0, 2, 3))).clamp_min(1e-6)[None, :, None, None]
+        if valid is None:
+            lo, hi = t.amin(dim=(0, 2, 3)), t.amax(dim=(0, 2, 3))
+        else:
+            v = (valid > 0).expand_as(t)
+            lo = torch.where(v, t, math.inf).amin(dim=(0, 2, 3))
+            hi = torch.where(v, t, -math.inf).amax(dim=(0, 2, 3))
+        data_range = (hi - lo).clamp_min(1e-6)[None, :, None, None]
     return (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
 
 def _ssim_from_moments(mu_p, mu_t, ep, et, ept, c1, c2) -> torch.Tensor:
@@ -66,34 +80,46 @@ def _ssim_from_moments(mu_p, mu_t, ep, et, ept, c1, c2) -> torch.Tensor:
     spp, stt, spt = ep - mu_p ** 2, et - mu_t ** 2, ept - mu_p * mu_t
     return ((2 * mu_p * mu_t + c1) * (2 * spt + c2)) / ((mu_p ** 2 + mu_t ** 2 + c1) * (spp + stt + c2))
 
+def _blur2d(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    "Separable Gaussian blur of (..., H, W) maps with reflect padding (two products with banded blur matrices)."
+    return _blur_matrix(g, z.shape[-2]).T @ z @ _blur_matrix(g, z.shape[-1])
+
 def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 7, sigma: float = 1.5,
-             data_range: torch.Tensor | float | None = None) -> torch.Tensor:
-    "Per-band SSIM map (B, C, H, W) of NaN-free images (borders reflect-padded; nodata: `ssim_loss`)."
+             data_range: torch.Tensor | float | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-band SSIM map (B, C, H, W) with a `window` x `window` Gaussian window (std `sigma` px; borders
+    reflect-padded). `pred`, `target`: NaN-free (fill nodata with any number). `valid`: (B, 1, H, W), 0 at nodata
+    pixels: the windowed moments then use valid pixels only (normalised convolution, blur(v·z) / blur(v)), so no
+    nodata value enters a valid pixel's window; the map at nodata pixels means nothing (give them weight 0)."""
     t, p = target, pred
     H, W = t.shape[-2:]
     if H < window or W < window:
         raise ValueError(f"ssim_map: images of {H} x {W} px are smaller than the {window} x {window} SSIM window; "
                          f"pass a smaller odd `window` (at most {min(H, W)}), or use reconstruction_metrics, which "
                          "fits the window to the image.")
-    c1, c2 = _ssim_constants(t, data_range)
+    v = None if valid is None else (valid > 0).to(t.dtype)
+    c1, c2 = _ssim_constants(t, data_range, v)
     g = _gauss_1d(window, sigma, t.device, t.dtype)
-    bh, bw = _blur_matrix(g, H), _blur_matrix(g, W)
-    # separable Gaussian blur of the 5 stacked moment maps as two matrix products (BLAS-fast, forward and backward);
-    # the target's two maps carry no gradient: blurred apart, outside autograd (~20% less work per step)
+    if v is not None:  # nodata contributes zeros to every windowed sum; blur(v) below renormalises the weights
+        p, t = p * v, t * v
+    # the 5 stacked moment maps blurred together; the target's two maps carry no gradient: blurred apart, outside autograd
     if t.requires_grad:
-        mu_p, mu_t, ep, et, ept = bh.T @ torch.stack([p, t, p * p, t * t, p * t]) @ bw
+        mu_p, mu_t, ep, et, ept = _blur2d(torch.stack([p, t, p * p, t * t, p * t]), g)
     else:
         with torch.no_grad():
-            mu_t, et = bh.T @ torch.stack([t, t * t]) @ bw
-        mu_p, ep, ept = bh.T @ torch.stack([p, p * p, p * t]) @ bw
+            mu_t, et = _blur2d(torch.stack([t, t * t]), g)
+        mu_p, ep, ept = _blur2d(torch.stack([p, p * p, p * t]), g)
+    if v is not None:
+        inv = _blur2d(v, g).clamp_min(1e-12).reciprocal()  # (B, 1, H, W): 1 where a window holds no nodata
+        mu_p, mu_t, ep, et, ept = (m * inv for m in (mu_p, mu_t, ep, et, ept))
     return _ssim_from_moments(mu_p, mu_t, ep, et, ept, c1, c2)
 
 def ssim_loss(pred, target, mask=None, window: int = 7, data_range=None) -> torch.Tensor:
-    "1 − mean SSIM over bands and weighted pixels."
-    return _ssim_w(pred, target.nan_to_num(0.0), _weights(target, mask), window, data_range)
+    "1 − mean SSIM over bands and weighted pixels; windows use valid (non-NaN target) pixels only."
+    finite = _finite(target)
+    return _ssim_w(pred, target.nan_to_num(0.0), _weights(target, mask, finite), window, data_range, _nodata_arg(finite))
 
-def _ssim_w(pred, t0, w, window, data_range):
-    return 1.0 - _wmean(ssim_map(pred, t0, window, data_range=data_range), w)
+def _ssim_w(pred, t0, w, window, data_range, valid=None):
+    return 1.0 - _wmean(ssim_map(pred, t0, window, data_range=data_range, valid=valid), w)
 
 # %% ../nbs/01c_losses.ipynb #225b9d7d
 def block_ssim(pred: torch.Tensor, target: torch.Tensor, block: int, mask: torch.Tensor | None = None,
@@ -259,13 +285,14 @@ class HyperKDLoss(nn.Module):
         w, terms = self.weights, {}
         pr = pred if pred_refl is None else pred_refl
         tr = target if target_refl is None else target_refl
-        valid = _weights(target, mask)  # nodata found once (the reflectance target shares it) and filled once
+        finite = _finite(target)  # nodata found once (the reflectance target shares it) and filled once
+        valid = _weights(target, mask, finite)
         t0 = target.nan_to_num(0.0)
         if w.mse: terms["mse"] = _mse_w(pred, t0, valid)
         if w.ssim:
             terms["ssim"] = (_patch_ssim_w(pred, t0, valid, self.patch_size, self.ssim_data_range)
                              if self.ssim_window == "patch" else
-                             _ssim_w(pred, t0, valid, self.ssim_window, self.ssim_data_range))
+                             _ssim_w(pred, t0, valid, self.ssim_window, self.ssim_data_range, _nodata_arg(finite)))
         if w.kl or w.sam:
             tr0 = t0 if tr is target else tr.nan_to_num(1e-4)
             if w.kl: terms["kl"] = _kl_w(pr, tr0, valid)
