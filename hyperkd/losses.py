@@ -84,6 +84,12 @@ def _blur2d(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     "Separable Gaussian blur of (..., H, W) maps with reflect padding (two products with banded blur matrices)."
     return _blur_matrix(g, z.shape[-2]).T @ z @ _blur_matrix(g, z.shape[-1])
 
+def _check_window(H: int, W: int, window: int):
+    if H < window or W < window:
+        raise ValueError(f"ssim_map: images of {H} x {W} px are smaller than the {window} x {window} SSIM window; "
+                         f"pass a smaller odd `window` (at most {min(H, W)}), or use reconstruction_metrics, which "
+                         "fits the window to the image.")
+
 def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 7, sigma: float = 1.5,
              data_range: torch.Tensor | float | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Per-band SSIM map (B, C, H, W) with a `window` x `window` Gaussian window (std `sigma` px; borders
@@ -91,11 +97,7 @@ def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 7, sigma: f
     pixels: the windowed moments then use valid pixels only (normalised convolution, blur(v·z) / blur(v)), so no
     nodata value enters a valid pixel's window; the map at nodata pixels means nothing (give them weight 0)."""
     t, p = target, pred
-    H, W = t.shape[-2:]
-    if H < window or W < window:
-        raise ValueError(f"ssim_map: images of {H} x {W} px are smaller than the {window} x {window} SSIM window; "
-                         f"pass a smaller odd `window` (at most {min(H, W)}), or use reconstruction_metrics, which "
-                         "fits the window to the image.")
+    _check_window(*t.shape[-2:], window)
     v = None if valid is None else (valid > 0).to(t.dtype)
     c1, c2 = _ssim_constants(t, data_range, v)
     g = _gauss_1d(window, sigma, t.device, t.dtype)
@@ -119,7 +121,50 @@ def ssim_loss(pred, target, mask=None, window: int = 7, data_range=None) -> torc
     return _ssim_w(pred, target.nan_to_num(0.0), _weights(target, mask, finite), window, data_range, _nodata_arg(finite))
 
 def _ssim_w(pred, t0, w, window, data_range, valid=None):
-    return 1.0 - _wmean(ssim_map(pred, t0, window, data_range=data_range, valid=valid), w)
+    if t0.requires_grad or w.shape[1] != 1 or torch.compiler.is_compiling():  # compiled code fuses the autograd graph
+        return 1.0 - _wmean(ssim_map(pred, t0, window, data_range=data_range, valid=valid), w)
+    _check_window(*t0.shape[-2:], window)
+    v = None if valid is None else (valid > 0).to(t0.dtype)
+    c1, c2 = _ssim_constants(t0, data_range, v)
+    return _SSIMTerm.apply(pred, t0, w, v, c1, c2, _gauss_1d(window, 1.5, t0.device, t0.dtype))
+
+# %% ../nbs/01c_losses.ipynb #e5f1b3c3
+class _SSIMTerm(torch.autograd.Function):
+    "1 − weighted mean SSIM of `ssim_map` (w: (B, 1, H, W)), its gradient for `p` made in the forward pass."
+    @staticmethod
+    def forward(ctx, p, t, w, v, c1, c2, g):
+        B, C, H, W = p.shape
+        bh, bw = _blur_matrix(g, H), _blur_matrix(g, W)
+        den = (w.sum() * C).clamp_min(1e-12)
+        if v is not None:  # normalised convolution, as in ssim_map
+            p, t = p * v, t * v
+        mu_p, mu_t, ep, et, ept = bh.T @ torch.stack([p, t, p * p, t * t, p * t]) @ bw
+        if v is not None:
+            inv_n = (bh.T @ v @ bw).clamp_min(1e-12).reciprocal()
+            mu_p, mu_t, ep, et, ept = (m * inv_n for m in (mu_p, mu_t, ep, et, ept))
+        mpt, mp2 = mu_p * mu_t, mu_p.square()
+        B1 = mu_t.square().add_(c1).add_(mp2)
+        B2 = ep.sub_(mp2).add_(et).sub_(mu_t.square()).add_(c2)
+        A1 = (2 * mpt).add_(c1)
+        A2 = ept.sub_(mpt).mul_(2).add_(c2)
+        r = (B1 * B2).reciprocal_()
+        S = A1 * A2 * r
+        total = (S * w).sum()
+        if ctx.needs_input_grad[0]:
+            alpha = w * (-1.0 / den) if v is None else w * (-1.0 / den) * inv_n  # d loss / d S, through 1 / blur(v)
+            iB1, iB2 = B1.reciprocal_(), B2.reciprocal_()
+            g_mu = (A2 - A1).mul_(mu_t).mul_(r).add_(S * mu_p * (iB2 - iB1)).mul_(2 * alpha)
+            g_ep = S.mul_(iB2).mul_(-alpha)
+            g_ept = A1.mul_(r).mul_(2 * alpha)
+            k_mu, k_ep, k_ept = bh @ torch.stack([g_mu, g_ep, g_ept]) @ bw.T  # the blur's transpose
+            grad = k_ept.mul_(t).addcmul_(k_ep, p, value=2).add_(k_mu if v is None else k_mu * v)
+            ctx.save_for_backward(grad)
+        return 1.0 - total / den
+
+    @staticmethod
+    def backward(ctx, go):
+        grad, = ctx.saved_tensors
+        return grad * go, None, None, None, None, None, None
 
 # %% ../nbs/01c_losses.ipynb #225b9d7d
 def block_ssim(pred: torch.Tensor, target: torch.Tensor, block: int, mask: torch.Tensor | None = None,
