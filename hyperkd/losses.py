@@ -28,6 +28,10 @@ def _nodata_arg(finite: torch.Tensor) -> torch.Tensor | None:
     "`finite` where some pixel is nodata, else None (the cheaper path; compiled code always takes `finite`)."
     return finite if torch.compiler.is_compiling() or not bool(finite.all()) else None
 
+def _fused(target: torch.Tensor, w: torch.Tensor) -> bool:
+    "Take a term's forward-made gradient (`_SSIMTerm`, `_KLTerm`, `_SAMTerm`)? Not for compiled code or a target with gradient."
+    return not (target.requires_grad or w.shape[1] != 1 or torch.compiler.is_compiling())
+
 def _weights(x: torch.Tensor, mask: torch.Tensor | None, finite: torch.Tensor | None = None) -> torch.Tensor:
     "(B, 1, H, W) float weights; all ones when `mask` is None; NaN pixels get weight 0."
     w = torch.ones_like(x[:, :1]) if mask is None else mask.to(x.dtype).expand(x.shape[0], 1, *x.shape[-2:])
@@ -121,7 +125,7 @@ def ssim_loss(pred, target, mask=None, window: int = 7, data_range=None) -> torc
     return _ssim_w(pred, target.nan_to_num(0.0), _weights(target, mask, finite), window, data_range, _nodata_arg(finite))
 
 def _ssim_w(pred, t0, w, window, data_range, valid=None):
-    if t0.requires_grad or w.shape[1] != 1 or torch.compiler.is_compiling():  # compiled code fuses the autograd graph
+    if not _fused(t0, w):  # compiled code fuses the autograd graph itself
         return 1.0 - _wmean(ssim_map(pred, t0, window, data_range=data_range, valid=valid), w)
     _check_window(*t0.shape[-2:], window)
     v = None if valid is None else (valid > 0).to(t0.dtype)
@@ -202,6 +206,8 @@ def spectral_kl(pred, target, mask=None, eps: float = 1e-4) -> torch.Tensor:
     return _kl_w(pred, target.nan_to_num(eps), _weights(target, mask), eps)
 
 def _kl_w(pred, target, w, eps: float = 1e-4):
+    if _fused(target, w):
+        return _KLTerm.apply(pred, target, w, eps)
     p = pred.clamp_min(eps)
     t = target.clamp_min(eps)
     # KL(t || p) with p, t normalised = sum t' (log t' - log p'), and log p' = log p - log sum p (no full-size division)
@@ -220,10 +226,65 @@ def spectral_angle(pred, target, eps: float = 1e-12) -> torch.Tensor:
     sq = lambda v: torch.where(v == 0, torch.zeros_like(v), v.clamp_min(1e-30).sqrt())
     return 2 * torch.atan2(sq(diff), sq(summ))
 
+def _sam_w(pred, target, w, eps: float = 1e-12):
+    return _SAMTerm.apply(pred, target, w, eps) if _fused(target, w) else _wmean(spectral_angle(pred, target, eps), w)
+
 def sam_loss(pred, target, mask=None) -> torch.Tensor:
     "Mean spectral angle (radians) over weighted pixels."
-    w = _weights(target, mask)
-    return _wmean(spectral_angle(pred, target.nan_to_num(0.0)), w)
+    return _sam_w(pred, target.nan_to_num(0.0), _weights(target, mask))
+
+# %% ../nbs/01c_losses.ipynb #b8c4d6f6
+class _KLTerm(torch.autograd.Function):
+    "`_kl_w` (KL(target ‖ pred) per pixel, weighted mean), its gradient for `pred` made in the forward pass."
+    @staticmethod
+    def forward(ctx, pred, target, w, eps):
+        pc, t = pred.clamp_min(eps), target.clamp_min(eps)
+        st, sp = t.sum(1, keepdim=True), pc.sum(1, keepdim=True)
+        lr = t.log().sub_(pc.log())  # log t − log p
+        tn = t.mul_(st.reciprocal())  # t / Σt (t is the clamp's fresh tensor: reused in place)
+        stn = tn.sum(1, keepdim=True)
+        kl = (tn * lr).sum(1, keepdim=True) - stn * (st.log() - sp.log())  # the sums of _kl_w
+        den = w.sum().clamp_min(1e-12)
+        if ctx.needs_input_grad[0]:
+            grad = tn.div_(pc).neg_().add_(stn / sp).mul_(w / den)  # d kl / d p = Σtn / Σp − tn / p, weighted
+            ctx.save_for_backward(grad.masked_fill_(pred < eps, 0.0))  # clamp_min passes the gradient where p >= eps
+        return (kl * w).sum() / den
+
+    @staticmethod
+    def backward(ctx, go):
+        grad, = ctx.saved_tensors
+        return grad * go, None, None, None
+
+class _SAMTerm(torch.autograd.Function):
+    "Weighted mean of `spectral_angle`, its gradient for `pred` made in the forward pass (per pixel: k₁·pred + k₂·target)."
+    @staticmethod
+    def forward(ctx, pred, target, w, eps):
+        npred = pred.norm(dim=1, keepdim=True)
+        s = npred.clamp_min(eps).reciprocal()
+        st = target.norm(dim=1, keepdim=True).clamp_min(eps).reciprocal()
+        a, b = pred * s, target * st
+        diff = (a - b).square_().sum(1, keepdim=True)
+        summ = a.add_(b).square_().sum(1, keepdim=True)
+        sq = lambda v: torch.where(v == 0, torch.zeros_like(v), v.clamp_min(1e-30).sqrt())
+        y, x = sq(diff), sq(summ)
+        den = w.sum().clamp_min(1e-12)
+        if ctx.needs_input_grad[0]:
+            # θ = 2 atan2(y, x), y = √Σ(a−b)², x = √Σ(a+b)²: dθ/da = u·a + q·b with u = 2(α_d + α_s), q = 2(α_s − α_d)
+            r = x.square() + y.square()
+            a_d = torch.where(diff >= 1e-30, x / (y * r), 0.0)  # (dθ/dy)(dy/d diff); 0 where the zero-safe root is
+            a_s = torch.where(summ >= 1e-30, -y / (x * r), 0.0)
+            u, q = 2 * (a_d + a_s), 2 * (a_s - a_d)
+            aa, ab = (diff + summ) / 2 - (b * b).sum(1, keepdim=True), (summ - diff) / 4  # |a|², a·b
+            c = w / den
+            # a = pred·s, s = 1 / max(|pred|, eps): d/d pred = s·G − s·(a·G)·a where |pred| >= eps
+            k1 = c * s * s * (u - (npred >= eps) * (u * aa + q * ab))
+            ctx.save_for_backward(k1, c * s * q * st, pred, target)  # and the inputs: no extra memory
+        return ((2 * torch.atan2(y, x)) * w).sum() / den
+
+    @staticmethod
+    def backward(ctx, go):
+        k1, k2, pred, target = ctx.saved_tensors
+        return torch.addcmul(pred * (k1 * go), target, k2 * go), None, None, None
 
 # %% ../nbs/01c_losses.ipynb #dfb5b9ca
 def feature_distill_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "mse",
@@ -341,7 +402,7 @@ class HyperKDLoss(nn.Module):
         if w.kl or w.sam:
             tr0 = t0 if tr is target else tr.nan_to_num(1e-4)
             if w.kl: terms["kl"] = _kl_w(pr, tr0, valid)
-            if w.sam: terms["sam"] = _wmean(spectral_angle(pr, tr0), valid)
+            if w.sam: terms["sam"] = _sam_w(pr, tr0, valid)
         if w.distill and student_tokens and teacher_tokens:
             missing = set(student_tokens) ^ set(teacher_tokens)
             if missing:
