@@ -7,16 +7,30 @@ Variants of one optimiser step (forward, backward, AdamW) on the same student an
               compiled variants, so that each ratio compares like with like)
   kd-mse    : + teacher features (inference mode, visible tokens), channel alignment (one matmul),
               gradient-guided mask, feature distillation; reconstruction loss still the plain MSE
-  hyperkd   : kd-mse + the enhanced loss (SSIM with a 7x7 Gaussian window, spectral KL, SAM), eager
+  hyperkd   : kd-mse + the enhanced loss (SSIM with a 7x7 Gaussian window, spectral KL, SAM), eager: what the
+              trainer runs on a CPU by default
+  hyperkd-before : the same with the loss as it was before issue #20 (tests/frozen_losses_6c94a9b.py: autograd
+              through every term), to measure the change side by side
   hyperkd-compiled : the same with the loss compiled by torch.compile (the trainer's default on CUDA)
   hyperkd-patch, hyperkd-patch-compiled : hyperkd with SSIM in one window per MAE patch (ssim_window="patch")
 The teacher is an untrained prithvi-small (same cost as a trained one). The variants are timed in interleaved
 rounds (one step of each per round, --repeats rounds); prints each median step time (and the minimum), the
 ratios of the medians to the baseline (target for hyperkd: <= 1.3) and achieved FLOP/s / the matmul peak.
 --no-compile skips the compiled variants; --variants picks some.
+
+    python benchmarks/bench_distill.py --memory [--img 128 --student base --batch 8]
+
+Peak memory of one HyperKD step (forward, backward, AdamW) with the loss before issue #20 and now, each measured in
+a fresh subprocess on the CPU: the peak resident set (VmHWM, reset through /proc/self/clear_refs just before the
+step) minus the resident set before it. Must not grow.
 """
 import argparse
+import contextlib
+import importlib.util
+import json
 import os
+import subprocess
+import sys
 import statistics
 import tempfile
 import time
@@ -25,6 +39,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+import hyperkd.distill
 from hyperkd.distill import TrainConfig, Trainer
 from hyperkd.models import PRITHVI_PRESETS, PrithviMAE, save_prithvi
 
@@ -47,6 +62,71 @@ def matmul_peak(dev, n: int, dtype) -> float:
     return 2 * n ** 3 * 10 / (time.perf_counter() - t)
 
 
+FROZEN = Path(__file__).resolve().parent.parent / "tests" / "frozen_losses_6c94a9b.py"
+
+
+@contextlib.contextmanager
+def loss_before():
+    "Trainers built inside use HyperKDLoss as it was before issue #20 (the frozen copy kept for the tests)."
+    spec = importlib.util.spec_from_file_location("frozen_losses", FROZEN)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["frozen_losses"] = mod
+    spec.loader.exec_module(mod)
+    orig = hyperkd.distill.HyperKDLoss
+    hyperkd.distill.HyperKDLoss = mod.HyperKDLoss
+    try:
+        yield
+    finally:
+        hyperkd.distill.HyperKDLoss = orig
+
+
+def _status_kib(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
+def memory_child(a, which: str):
+    "One HyperKD step in this (fresh) process; prints JSON: resident set before the step and its peak during it (MiB)."
+    tmp = Path(tempfile.mkdtemp())
+    os.environ.setdefault("HYPERKD_CACHE", str(tmp / "cache"))
+    torch.manual_seed(0)
+    teacher = save_prithvi(PrithviMAE(PRITHVI_PRESETS["prithvi-small"], img_size=a.img, patch_size=a.patch), tmp / "t.pt")
+    cfg = TrainConfig.for_mode("distill", name="mem", teacher=str(teacher), teacher_preset="prithvi-small", compile_loss="off",
+                               runs_dir=str(tmp / "runs"), demo_scenes=1, demo_size=max(128, a.img), img_size=a.img,
+                               patch_size=a.patch, batch_size=a.batch, student=a.student, device="cpu", progress=False)
+    with (loss_before() if which == "before" else contextlib.nullcontext()):
+        tr = Trainer(cfg, log=lambda *_: None)
+    x = tr._to_device(torch.stack([tr.dataset[i % len(tr.dataset)] for i in range(a.batch)]))
+
+    def step():
+        tr.opt.zero_grad(set_to_none=True)
+        total, _ = tr.compute_loss(x, 0)
+        total.backward()
+        tr.opt.step()
+    step()  # optimiser state exists from here on, as in a run
+    rss = _status_kib("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set to the current one
+    step()
+    print(json.dumps({"loss": which, "rss_before_mib": rss / 1024, "peak_mib": _status_kib("VmHWM") / 1024,
+                      "step_peak_mib": (_status_kib("VmHWM") - rss) / 1024}))
+
+
+def memory(a):
+    res = {}
+    for which in ("before", "after"):
+        out = subprocess.run([sys.executable, __file__, "--memory-child", which, "--img", str(a.img), "--patch", str(a.patch),
+                              "--batch", str(a.batch), "--student", a.student], capture_output=True, text=True)
+        if out.returncode:
+            raise SystemExit(out.stderr[-3000:])
+        res[which] = json.loads(out.stdout.strip().splitlines()[-1])
+        r = res[which]
+        print(f"loss {which:6s}: one HyperKD step ({a.student} student, {a.img} px, patch {a.patch}, batch {a.batch}, CPU) "
+              f"peak {r['step_peak_mib']:7.0f} MiB above the {r['rss_before_mib']:.0f} MiB resident before it", flush=True)
+    print(f"ratio after / before: {res['after']['step_peak_mib'] / res['before']['step_peak_mib']:.2f} (must be <= 1)")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=8)
@@ -59,7 +139,13 @@ def main():
     ap.add_argument("--variants", nargs="*", help="run only these (and their baselines, mae / mae-compiled)")
     ap.add_argument("--data", nargs="*", help="cube files (GeoTIFF/COG) instead of the demo scene (e.g. on a machine "
                                            "without the sample-data packages)")
+    ap.add_argument("--memory", action="store_true", help="peak memory of a step, loss before issue #20 and now")
+    ap.add_argument("--memory-child", choices=["before", "after"], help=argparse.SUPPRESS)
     a = ap.parse_args()
+    if a.memory_child:
+        return memory_child(a, a.memory_child)
+    if a.memory:
+        return memory(a)
     tmp = Path(tempfile.mkdtemp())
     os.environ.setdefault("HYPERKD_CACHE", str(tmp / "cache"))
     torch.manual_seed(0)
@@ -74,6 +160,8 @@ def main():
                                        loss=dict(mse=1.0, ssim=0.0, kl=0.0, sam=0.0, distill=1.0), compile_loss="off", **common),
         "hyperkd": TrainConfig.for_mode("distill", name="hkd", teacher=str(teacher), teacher_preset="prithvi-small",
                                         compile_loss="off", **common),
+        "hyperkd-before": TrainConfig.for_mode("distill", name="hkdb", teacher=str(teacher), teacher_preset="prithvi-small",
+                                               compile_loss="off", **common),
         "hyperkd-compiled": TrainConfig.for_mode("distill", name="hkdc", teacher=str(teacher), teacher_preset="prithvi-small",
                                                  compile_loss="on", **common),
         "hyperkd-patch": TrainConfig.for_mode("distill", name="hkdp", teacher=str(teacher), teacher_preset="prithvi-small",
@@ -97,7 +185,8 @@ def main():
           f"{kind} matmul peak {peak / 1e9:.0f} GFLOP/s; batch {a.batch}, {a.img} px, patch {a.patch}, student {a.student}")
     steps, flops = {}, {}
     for name, cfg in variants.items():
-        tr = Trainer(cfg, log=lambda *_: None)
+        with (loss_before() if name == "hyperkd-before" else contextlib.nullcontext()):
+            tr = Trainer(cfg, log=lambda *_: None)
         x = tr._to_device(torch.stack([tr.dataset[i % len(tr.dataset)] for i in range(a.batch)]))  # normalised on the device (dn loader)
 
         def step(tr=tr, x=x):
@@ -130,8 +219,10 @@ def main():
         base = "mae-compiled" if name.endswith("-compiled") else "mae"
         if name.startswith("mae"):
             continue
-        note = "" if name == "kd-mse" else "  (target <= 1.3)"
+        note = "  (target <= 1.3)" if name in ("hyperkd", "hyperkd-compiled") else ""
         print(f"ratio {name + ' / ' + base + ':':40s} {times[name] / times[base]:.2f}{note}")
+    if "hyperkd" in times and "hyperkd-before" in times:
+        print(f"ratio hyperkd / hyperkd-before (the step now / before issue #20):   {times['hyperkd'] / times['hyperkd-before']:.2f}")
     print("(the trainer compiles the loss on CUDA only: compile_loss='auto')")
 
 

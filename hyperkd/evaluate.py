@@ -57,7 +57,9 @@ def reconstruction_metrics(pred, target, mask=None, data_range: float | None = N
     tz, pz = t.nan_to_num(0.0), p.nan_to_num(0.0)
     window, note = _ssim_window(*p.shape[-2:]) if ssim else (None, "not computed (ssim=False)")
     if window:  # the 7 x 7 Gaussian window (sigma 1.5), shrunk to fit images smaller than it
-        ssim = ssim_map(pz, tz, window, 1.5 * window / 7, data_range=torch.tensor(data_range, dtype=tz.dtype))
+        # windows use valid pixels only (normalised convolution): nodata borders do not pull the SSIM of their neighbours down
+        ssim = ssim_map(pz, tz, window, 1.5 * window / 7, data_range=torch.tensor(data_range, dtype=tz.dtype),
+                        valid=None if bool(valid.all()) else valid)
     else:
         ssim = torch.full_like(pz[:1, :1, :1, :1], math.nan)
     sam = torch.rad2deg(spectral_angle(pz, tz))

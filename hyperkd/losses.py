@@ -20,10 +20,22 @@ __all__ = ['DISTILL_TARGETS', 'masked_mse', 'ssim_map', 'ssim_loss', 'block_ssim
            'HyperKDLoss']
 
 # %% ../nbs/01c_losses.ipynb #ddc53e5e
-def _weights(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+def _finite(x: torch.Tensor) -> torch.Tensor:
+    "(B, 1, H, W) bool: the pixels with no NaN in any band (not nodata)."
+    return torch.isfinite(x).all(1, keepdim=True)
+
+def _nodata_arg(finite: torch.Tensor) -> torch.Tensor | None:
+    "`finite` where some pixel is nodata, else None (the cheaper path; compiled code always takes `finite`)."
+    return finite if torch.compiler.is_compiling() or not bool(finite.all()) else None
+
+def _fused(target: torch.Tensor, w: torch.Tensor) -> bool:
+    "Take a term's forward-made gradient (`_SSIMTerm`, `_KLTerm`, `_SAMTerm`)? Not for compiled code or a target with gradient."
+    return not (target.requires_grad or w.shape[1] != 1 or torch.compiler.is_compiling())
+
+def _weights(x: torch.Tensor, mask: torch.Tensor | None, finite: torch.Tensor | None = None) -> torch.Tensor:
     "(B, 1, H, W) float weights; all ones when `mask` is None; NaN pixels get weight 0."
     w = torch.ones_like(x[:, :1]) if mask is None else mask.to(x.dtype).expand(x.shape[0], 1, *x.shape[-2:])
-    return w * torch.isfinite(x).all(1, keepdim=True)
+    return w * (_finite(x) if finite is None else finite)
 
 def _wmean(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     "Weighted mean of a (B, 1 or C, H, W) map; 0 when nothing is weighted (keeps gradients finite)."
@@ -55,10 +67,16 @@ def _blur_matrix(g: torch.Tensor, n: int) -> torch.Tensor:
                  g.repeat(n), accumulate=True)
     return m
 
-def _ssim_constants(t: torch.Tensor, data_range) -> tuple:
-    "C1, C2 of SSIM; `data_range` None: the target's range per band over the batch."
+def _ssim_constants(t: torch.Tensor, data_range, valid: torch.Tensor | None = None) -> tuple:
+    "C1, C2 of SSIM; `data_range` None: the target's range per band over the batch's valid pixels."
     if data_range is None:
-        data_range = (t.amax(dim=(0, 2, 3)) - t.amin(dim=(0, 2, 3))).clamp_min(1e-6)[None, :, None, None]
+        if valid is None:
+            lo, hi = t.amin(dim=(0, 2, 3)), t.amax(dim=(0, 2, 3))
+        else:
+            v = (valid > 0).expand_as(t)
+            lo = torch.where(v, t, math.inf).amin(dim=(0, 2, 3))
+            hi = torch.where(v, t, -math.inf).amax(dim=(0, 2, 3))
+        data_range = (hi - lo).clamp_min(1e-6)[None, :, None, None]
     return (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
 
 def _ssim_from_moments(mu_p, mu_t, ep, et, ept, c1, c2) -> torch.Tensor:
@@ -66,34 +84,91 @@ def _ssim_from_moments(mu_p, mu_t, ep, et, ept, c1, c2) -> torch.Tensor:
     spp, stt, spt = ep - mu_p ** 2, et - mu_t ** 2, ept - mu_p * mu_t
     return ((2 * mu_p * mu_t + c1) * (2 * spt + c2)) / ((mu_p ** 2 + mu_t ** 2 + c1) * (spp + stt + c2))
 
-def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 7, sigma: float = 1.5,
-             data_range: torch.Tensor | float | None = None) -> torch.Tensor:
-    "Per-band SSIM map (B, C, H, W) of NaN-free images (borders reflect-padded; nodata: `ssim_loss`)."
-    t, p = target, pred
-    H, W = t.shape[-2:]
+def _blur2d(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    "Separable Gaussian blur of (..., H, W) maps with reflect padding (two products with banded blur matrices)."
+    return _blur_matrix(g, z.shape[-2]).T @ z @ _blur_matrix(g, z.shape[-1])
+
+def _check_window(H: int, W: int, window: int):
     if H < window or W < window:
         raise ValueError(f"ssim_map: images of {H} x {W} px are smaller than the {window} x {window} SSIM window; "
                          f"pass a smaller odd `window` (at most {min(H, W)}), or use reconstruction_metrics, which "
                          "fits the window to the image.")
-    c1, c2 = _ssim_constants(t, data_range)
+
+def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 7, sigma: float = 1.5,
+             data_range: torch.Tensor | float | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-band SSIM map (B, C, H, W) with a `window` x `window` Gaussian window (std `sigma` px; borders
+    reflect-padded). `pred`, `target`: NaN-free (fill nodata with any number). `valid`: (B, 1, H, W), 0 at nodata
+    pixels: the windowed moments then use valid pixels only (normalised convolution, blur(v·z) / blur(v)), so no
+    nodata value enters a valid pixel's window; the map at nodata pixels means nothing (give them weight 0)."""
+    t, p = target, pred
+    _check_window(*t.shape[-2:], window)
+    v = None if valid is None else (valid > 0).to(t.dtype)
+    c1, c2 = _ssim_constants(t, data_range, v)
     g = _gauss_1d(window, sigma, t.device, t.dtype)
-    bh, bw = _blur_matrix(g, H), _blur_matrix(g, W)
-    # separable Gaussian blur of the 5 stacked moment maps as two matrix products (BLAS-fast, forward and backward);
-    # the target's two maps carry no gradient: blurred apart, outside autograd (~20% less work per step)
+    if v is not None:  # nodata contributes zeros to every windowed sum; blur(v) below renormalises the weights
+        p, t = p * v, t * v
+    # the 5 stacked moment maps blurred together; the target's two maps carry no gradient: blurred apart, outside autograd
     if t.requires_grad:
-        mu_p, mu_t, ep, et, ept = bh.T @ torch.stack([p, t, p * p, t * t, p * t]) @ bw
+        mu_p, mu_t, ep, et, ept = _blur2d(torch.stack([p, t, p * p, t * t, p * t]), g)
     else:
         with torch.no_grad():
-            mu_t, et = bh.T @ torch.stack([t, t * t]) @ bw
-        mu_p, ep, ept = bh.T @ torch.stack([p, p * p, p * t]) @ bw
+            mu_t, et = _blur2d(torch.stack([t, t * t]), g)
+        mu_p, ep, ept = _blur2d(torch.stack([p, p * p, p * t]), g)
+    if v is not None:
+        inv = _blur2d(v, g).clamp_min(1e-12).reciprocal()  # (B, 1, H, W): 1 where a window holds no nodata
+        mu_p, mu_t, ep, et, ept = (m * inv for m in (mu_p, mu_t, ep, et, ept))
     return _ssim_from_moments(mu_p, mu_t, ep, et, ept, c1, c2)
 
 def ssim_loss(pred, target, mask=None, window: int = 7, data_range=None) -> torch.Tensor:
-    "1 − mean SSIM over bands and weighted pixels."
-    return _ssim_w(pred, target.nan_to_num(0.0), _weights(target, mask), window, data_range)
+    "1 − mean SSIM over bands and weighted pixels; windows use valid (non-NaN target) pixels only."
+    finite = _finite(target)
+    return _ssim_w(pred, target.nan_to_num(0.0), _weights(target, mask, finite), window, data_range, _nodata_arg(finite))
 
-def _ssim_w(pred, t0, w, window, data_range):
-    return 1.0 - _wmean(ssim_map(pred, t0, window, data_range=data_range), w)
+def _ssim_w(pred, t0, w, window, data_range, valid=None):
+    if not _fused(t0, w):  # compiled code fuses the autograd graph itself
+        return 1.0 - _wmean(ssim_map(pred, t0, window, data_range=data_range, valid=valid), w)
+    _check_window(*t0.shape[-2:], window)
+    v = None if valid is None else (valid > 0).to(t0.dtype)
+    c1, c2 = _ssim_constants(t0, data_range, v)
+    return _SSIMTerm.apply(pred, t0, w, v, c1, c2, _gauss_1d(window, 1.5, t0.device, t0.dtype))
+
+# %% ../nbs/01c_losses.ipynb #e5f1b3c3
+class _SSIMTerm(torch.autograd.Function):
+    "1 − weighted mean SSIM of `ssim_map` (w: (B, 1, H, W)), its gradient for `p` made in the forward pass."
+    @staticmethod
+    def forward(ctx, p, t, w, v, c1, c2, g):
+        B, C, H, W = p.shape
+        bh, bw = _blur_matrix(g, H), _blur_matrix(g, W)
+        den = (w.sum() * C).clamp_min(1e-12)
+        if v is not None:  # normalised convolution, as in ssim_map
+            p, t = p * v, t * v
+        mu_p, mu_t, ep, et, ept = bh.T @ torch.stack([p, t, p * p, t * t, p * t]) @ bw
+        if v is not None:
+            inv_n = (bh.T @ v @ bw).clamp_min(1e-12).reciprocal()
+            mu_p, mu_t, ep, et, ept = (m * inv_n for m in (mu_p, mu_t, ep, et, ept))
+        mpt, mp2 = mu_p * mu_t, mu_p.square()
+        B1 = mu_t.square().add_(c1).add_(mp2)
+        B2 = ep.sub_(mp2).add_(et).sub_(mu_t.square()).add_(c2)
+        A1 = (2 * mpt).add_(c1)
+        A2 = ept.sub_(mpt).mul_(2).add_(c2)
+        r = (B1 * B2).reciprocal_()
+        S = A1 * A2 * r
+        total = (S * w).sum()
+        if ctx.needs_input_grad[0]:
+            alpha = w * (-1.0 / den) if v is None else w * (-1.0 / den) * inv_n  # d loss / d S, through 1 / blur(v)
+            iB1, iB2 = B1.reciprocal_(), B2.reciprocal_()
+            g_mu = (A2 - A1).mul_(mu_t).mul_(r).add_(S * mu_p * (iB2 - iB1)).mul_(2 * alpha)
+            g_ep = S.mul_(iB2).mul_(-alpha)
+            g_ept = A1.mul_(r).mul_(2 * alpha)
+            k_mu, k_ep, k_ept = bh @ torch.stack([g_mu, g_ep, g_ept]) @ bw.T  # the blur's transpose
+            grad = k_ept.mul_(t).addcmul_(k_ep, p, value=2).add_(k_mu if v is None else k_mu * v)
+            ctx.save_for_backward(grad)
+        return 1.0 - total / den
+
+    @staticmethod
+    def backward(ctx, go):
+        grad, = ctx.saved_tensors
+        return grad * go, None, None, None, None, None, None
 
 # %% ../nbs/01c_losses.ipynb #225b9d7d
 def block_ssim(pred: torch.Tensor, target: torch.Tensor, block: int, mask: torch.Tensor | None = None,
@@ -131,6 +206,8 @@ def spectral_kl(pred, target, mask=None, eps: float = 1e-4) -> torch.Tensor:
     return _kl_w(pred, target.nan_to_num(eps), _weights(target, mask), eps)
 
 def _kl_w(pred, target, w, eps: float = 1e-4):
+    if _fused(target, w):
+        return _KLTerm.apply(pred, target, w, eps)
     p = pred.clamp_min(eps)
     t = target.clamp_min(eps)
     # KL(t || p) with p, t normalised = sum t' (log t' - log p'), and log p' = log p - log sum p (no full-size division)
@@ -149,10 +226,65 @@ def spectral_angle(pred, target, eps: float = 1e-12) -> torch.Tensor:
     sq = lambda v: torch.where(v == 0, torch.zeros_like(v), v.clamp_min(1e-30).sqrt())
     return 2 * torch.atan2(sq(diff), sq(summ))
 
+def _sam_w(pred, target, w, eps: float = 1e-12):
+    return _SAMTerm.apply(pred, target, w, eps) if _fused(target, w) else _wmean(spectral_angle(pred, target, eps), w)
+
 def sam_loss(pred, target, mask=None) -> torch.Tensor:
     "Mean spectral angle (radians) over weighted pixels."
-    w = _weights(target, mask)
-    return _wmean(spectral_angle(pred, target.nan_to_num(0.0)), w)
+    return _sam_w(pred, target.nan_to_num(0.0), _weights(target, mask))
+
+# %% ../nbs/01c_losses.ipynb #b8c4d6f6
+class _KLTerm(torch.autograd.Function):
+    "`_kl_w` (KL(target ‖ pred) per pixel, weighted mean), its gradient for `pred` made in the forward pass."
+    @staticmethod
+    def forward(ctx, pred, target, w, eps):
+        pc, t = pred.clamp_min(eps), target.clamp_min(eps)
+        st, sp = t.sum(1, keepdim=True), pc.sum(1, keepdim=True)
+        lr = t.log().sub_(pc.log())  # log t − log p
+        tn = t.mul_(st.reciprocal())  # t / Σt (t is the clamp's fresh tensor: reused in place)
+        stn = tn.sum(1, keepdim=True)
+        kl = (tn * lr).sum(1, keepdim=True) - stn * (st.log() - sp.log())  # the sums of _kl_w
+        den = w.sum().clamp_min(1e-12)
+        if ctx.needs_input_grad[0]:
+            grad = tn.div_(pc).neg_().add_(stn / sp).mul_(w / den)  # d kl / d p = Σtn / Σp − tn / p, weighted
+            ctx.save_for_backward(grad.masked_fill_(pred < eps, 0.0))  # clamp_min passes the gradient where p >= eps
+        return (kl * w).sum() / den
+
+    @staticmethod
+    def backward(ctx, go):
+        grad, = ctx.saved_tensors
+        return grad * go, None, None, None
+
+class _SAMTerm(torch.autograd.Function):
+    "Weighted mean of `spectral_angle`, its gradient for `pred` made in the forward pass (per pixel: k₁·pred + k₂·target)."
+    @staticmethod
+    def forward(ctx, pred, target, w, eps):
+        npred = pred.norm(dim=1, keepdim=True)
+        s = npred.clamp_min(eps).reciprocal()
+        st = target.norm(dim=1, keepdim=True).clamp_min(eps).reciprocal()
+        a, b = pred * s, target * st
+        diff = (a - b).square_().sum(1, keepdim=True)
+        summ = a.add_(b).square_().sum(1, keepdim=True)
+        sq = lambda v: torch.where(v == 0, torch.zeros_like(v), v.clamp_min(1e-30).sqrt())
+        y, x = sq(diff), sq(summ)
+        den = w.sum().clamp_min(1e-12)
+        if ctx.needs_input_grad[0]:
+            # θ = 2 atan2(y, x), y = √Σ(a−b)², x = √Σ(a+b)²: dθ/da = u·a + q·b with u = 2(α_d + α_s), q = 2(α_s − α_d)
+            r = x.square() + y.square()
+            a_d = torch.where(diff >= 1e-30, x / (y * r), 0.0)  # (dθ/dy)(dy/d diff); 0 where the zero-safe root is
+            a_s = torch.where(summ >= 1e-30, -y / (x * r), 0.0)
+            u, q = 2 * (a_d + a_s), 2 * (a_s - a_d)
+            aa, ab = (diff + summ) / 2 - (b * b).sum(1, keepdim=True), (summ - diff) / 4  # |a|², a·b
+            c = w / den
+            # a = pred·s, s = 1 / max(|pred|, eps): d/d pred = s·G − s·(a·G)·a where |pred| >= eps
+            k1 = c * s * s * (u - (npred >= eps) * (u * aa + q * ab))
+            ctx.save_for_backward(k1, c * s * q * st, pred, target)  # and the inputs: no extra memory
+        return ((2 * torch.atan2(y, x)) * w).sum() / den
+
+    @staticmethod
+    def backward(ctx, go):
+        k1, k2, pred, target = ctx.saved_tensors
+        return torch.addcmul(pred * (k1 * go), target, k2 * go), None, None, None
 
 # %% ../nbs/01c_losses.ipynb #dfb5b9ca
 def feature_distill_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "mse",
@@ -259,17 +391,18 @@ class HyperKDLoss(nn.Module):
         w, terms = self.weights, {}
         pr = pred if pred_refl is None else pred_refl
         tr = target if target_refl is None else target_refl
-        valid = _weights(target, mask)  # nodata found once (the reflectance target shares it) and filled once
+        finite = _finite(target)  # nodata found once (the reflectance target shares it) and filled once
+        valid = _weights(target, mask, finite)
         t0 = target.nan_to_num(0.0)
         if w.mse: terms["mse"] = _mse_w(pred, t0, valid)
         if w.ssim:
             terms["ssim"] = (_patch_ssim_w(pred, t0, valid, self.patch_size, self.ssim_data_range)
                              if self.ssim_window == "patch" else
-                             _ssim_w(pred, t0, valid, self.ssim_window, self.ssim_data_range))
+                             _ssim_w(pred, t0, valid, self.ssim_window, self.ssim_data_range, _nodata_arg(finite)))
         if w.kl or w.sam:
             tr0 = t0 if tr is target else tr.nan_to_num(1e-4)
             if w.kl: terms["kl"] = _kl_w(pr, tr0, valid)
-            if w.sam: terms["sam"] = _wmean(spectral_angle(pr, tr0), valid)
+            if w.sam: terms["sam"] = _sam_w(pr, tr0, valid)
         if w.distill and student_tokens and teacher_tokens:
             missing = set(student_tokens) ^ set(teacher_tokens)
             if missing:

@@ -1,0 +1,125 @@
+"""The loss terms of issue #20 and #19: nodata never enters an SSIM window (normalised convolution, in the loss and in
+the reconstruction metric), and the faster loss equals the loss before issue #20 (values and gradients, no nodata):
+`frozen_losses_6c94a9b.py` is a verbatim copy of hyperkd/losses.py at commit 6c94a9b."""
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from hyperkd import losses
+from hyperkd.evaluate import reconstruction_metrics
+
+_spec = importlib.util.spec_from_file_location("frozen_losses", Path(__file__).parent / "frozen_losses_6c94a9b.py")
+frozen = importlib.util.module_from_spec(_spec)
+sys.modules["frozen_losses"] = frozen  # dataclasses look their module up there
+_spec.loader.exec_module(frozen)
+
+SSIM_HAND = (2 * 0.31 * 0.30 + 0.01 ** 2) / (0.31 ** 2 + 0.30 ** 2 + 0.01 ** 2)  # constant images: the luminance part
+
+
+def _constant_pair(nodata_rows: int, dtype=torch.float64):
+    "float64: in float32 the windowed variances E[p²] − E[p]² of a constant 0.31 carry ~1e-8 rounding, 1e-5 of C2"
+    target = torch.full((1, 4, 16, 16), 0.30, dtype=dtype)
+    pred = torch.full((1, 4, 16, 16), 0.31, dtype=dtype)
+    target[:, :, :nodata_rows] = float("nan")
+    return pred, target
+
+
+def test_ssim_windows_leave_nodata_out():
+    assert round(SSIM_HAND, 5) == 0.99946
+    pred, clean = _constant_pair(0)
+    _, holed = _constant_pair(4)  # the top 4 rows nodata: the same valid pixels as the bottom 12 rows of `clean`
+    assert round(1 - float(losses.ssim_loss(pred, clean, data_range=1.0)), 5) == 0.99946
+    # before the fix the windows of the rows next to the nodata saw zeros: 0.777
+    assert round(1 - float(frozen.ssim_loss(pred, holed, data_range=1.0)), 3) == 0.777
+    assert round(1 - float(losses.ssim_loss(pred, holed, data_range=1.0)), 5) == 0.99946
+    # the loss term inside HyperKDLoss, with and without the MAE mask
+    mask = torch.zeros(1, 1, 16, 16, dtype=torch.float64); mask[..., 8:] = 1
+    for m in (None, mask):
+        _, terms = losses.HyperKDLoss(ssim_data_range=1.0)(pred, holed, m)
+        assert round(1 - float(terms["ssim"]), 5) == 0.99946
+    # the map itself at every valid pixel, and a window range taken from valid pixels only (data_range=None)
+    s = losses.ssim_map(pred, holed.nan_to_num(0.0), data_range=1.0, valid=losses._finite(holed))
+    torch.testing.assert_close(s[..., 4:, :], torch.full_like(s[..., 4:, :], SSIM_HAND), rtol=0, atol=1e-9)
+    # in float32 too, to the rounding of float32 variances
+    p32, h32 = pred.float(), holed.float()
+    assert abs(1 - float(losses.ssim_loss(p32, h32, data_range=1.0)) - SSIM_HAND) < 3e-5
+    noisy = holed + 0.02 * torch.randn(holed.shape, generator=torch.Generator().manual_seed(0), dtype=holed.dtype)
+    assert float(losses.ssim_loss(pred, noisy)) == pytest.approx(float(losses.ssim_loss(pred[..., 4:, :], noisy[..., 4:, :])), rel=0.2)
+
+
+def test_reconstruction_metric_ssim_leaves_nodata_out():
+    pred, holed = _constant_pair(4)
+    r = reconstruction_metrics(pred, holed, data_range=1.0)
+    assert round(r["all"]["ssim"], 5) == 0.99946
+    assert (r["per_band"].ssim.round(5) == 0.99946).all()
+    # nodata in the prediction only is left out as well
+    pred2, clean = _constant_pair(0)
+    pred2 = pred2.clone(); pred2[:, :, :4] = float("nan")
+    assert round(reconstruction_metrics(pred2, clean, data_range=1.0)["all"]["ssim"], 5) == 0.99946
+
+
+def _batch(seed=0, B=2, C=24, H=32, W=40, patch=8):
+    g = torch.Generator().manual_seed(seed)
+    target = torch.randn(B, C, H, W, generator=g)
+    target = target + torch.nn.functional.avg_pool2d(target, 5, 1, 2) * 3  # spatial structure: SSIM not ~0
+    pred = target + 0.5 * torch.randn(B, C, H, W, generator=g)
+    mask = (torch.rand(B, 1, H // patch, W // patch, generator=g) < 0.75).float()
+    mask = mask.repeat_interleave(patch, 2).repeat_interleave(patch, 3)
+    mean = 0.05 + 0.3 * torch.rand(1, C, 1, 1, generator=g)
+    std = 0.02 + 0.05 * torch.rand(1, C, 1, 1, generator=g)
+    return pred, target, mask, mean, std
+
+
+def _terms_and_grads(mod, pred, target, mask, mean, std, **kw):
+    "Each term's value and its gradient w.r.t. the prediction, the spectral terms on reflectance (as the trainer does)."
+    out = {}
+    for term in ("mse", "ssim", "kl", "sam"):
+        weights = {k: float(k == term) for k in ("mse", "ssim", "kl", "sam", "distill")}
+        p = pred.clone().requires_grad_(True)
+        _, terms = mod.HyperKDLoss(weights, **kw)(p, target, mask, pred_refl=p * std + mean, target_refl=target * std + mean)
+        terms[term].backward()
+        out[term] = (terms[term].detach(), p.grad)
+    return out
+
+
+@pytest.mark.parametrize("kw", [dict(ssim_data_range=4.0), dict(), dict(ssim_window="patch", patch_size=8, ssim_data_range=4.0)],
+                         ids=["trainer", "range-from-batch", "patch"])
+@pytest.mark.parametrize("masked", [True, False])
+def test_terms_and_gradients_equal_the_loss_before(kw, masked):
+    pred, target, mask, mean, std = _batch()
+    m = mask if masked else None
+    new = _terms_and_grads(losses, pred, target, m, mean, std, **kw)
+    old = _terms_and_grads(frozen, pred, target, m, mean, std, **kw)
+    for term in old:
+        (v1, g1), (v0, g0) = new[term], old[term]
+        assert float(v0) > 1e-3, term  # a term that is ~0 would test nothing
+        assert abs(float(v1) - float(v0)) <= 1e-5 * abs(float(v0)), (term, float(v1), float(v0))
+        assert float((g1 - g0).norm()) <= 1e-5 * float(g0.norm()), (term, float((g1 - g0).norm() / g0.norm()))
+        torch.testing.assert_close(g1, g0, rtol=1e-5, atol=1e-5 * float(g0.abs().max()))
+
+
+def test_public_functions_equal_the_loss_before():
+    pred, target, mask, mean, std = _batch(seed=1)
+    for name in ("masked_mse", "ssim_loss", "spectral_kl", "sam_loss"):
+        fn_new, fn_old = getattr(losses, name), getattr(frozen, name)
+        args = (pred * std + mean, target * std + mean) if name in ("spectral_kl", "sam_loss") else (pred, target)
+        for m in (None, mask):
+            torch.testing.assert_close(fn_new(*args, m), fn_old(*args, m), rtol=1e-5, atol=0)
+    torch.testing.assert_close(losses.ssim_map(pred, target, data_range=4.0), frozen.ssim_map(pred, target, data_range=4.0),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_nodata_changes_the_ssim_term_only():
+    pred, target, mask, mean, std = _batch(seed=2)
+    target = target.clone(); target[0, :, :6] = float("nan"); target[1, :, :, -3:] = float("nan")  # nodata borders
+    new = _terms_and_grads(losses, pred, target, mask, mean, std, ssim_data_range=4.0)
+    old = _terms_and_grads(frozen, pred, target, mask, mean, std, ssim_data_range=4.0)
+    for term in ("mse", "kl", "sam"):
+        torch.testing.assert_close(new[term][0], old[term][0], rtol=1e-5, atol=0)
+    assert abs(float(new["ssim"][0]) - float(old["ssim"][0])) > 1e-3
+    finite = torch.isfinite(target).all(1, keepdim=True)
+    assert torch.isfinite(new["ssim"][1]).all() and (new["ssim"][1] * ~finite == 0).all()  # no gradient at nodata
