@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import json
@@ -771,8 +772,10 @@ class Trainer:
         return spatial_guided_mask(img, cfg.mask_ratio, cfg.mask, cfg.patch_size, cfg.mask_temperature, cfg.mask_uniform_mix,
                                    teacher=self.teacher, teacher_input=t_in, noise=noise)
 
-    def compute_loss(self, x: torch.Tensor, micro: int):
-        "Total loss and its terms for one micro-batch (normalised input x on the device)."
+    def compute_loss(self, x: torch.Tensor, micro: int, valid: torch.Tensor | None = None):
+        """Total loss and its terms for one micro-batch: normalised input x (B, C, H, W) on the device, nodata filled;
+        `valid` (B, H, W) bool marks the pixels with data. Nodata pixels are NaN in the loss's target, so no term
+        learns the fill value there (the losses leave NaN targets out, SSIM's windows included)."""
         cfg = self.cfg
         if cfg.mode == "teacher":
             xt = self.model.normalize(x)[:, :, 0]
@@ -793,17 +796,27 @@ class Trainer:
                 s_feats = {i: out.projected[l] for i, l in enumerate(cfg.student_layers)}
             else:
                 s_feats = None
-        total, terms = self._loss(out.pred, x, out.mask_pixels, s_feats, t_feats)
+        target = x if valid is None else x.masked_fill(~valid[:, None], float("nan"))
+        total, terms = self._loss(out.pred, target, out.mask_pixels, s_feats, t_feats)
         return total, {k: v.detach() for k, v in terms.items()}
 
-    def _to_device(self, batch: torch.Tensor) -> torch.Tensor:
-        "A loader batch on the device, normalised (raw pixels of output='dn' are normalised there)."
+    def _split(self, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A loader batch on the device as (normalised x, (B, H, W) valid mask or None): items of `_with_valid`
+        datasets, raw pixels of output='dn' (normalised and masked there), or plain tensors (no mask)."""
+        if isinstance(batch, (tuple, list)):
+            return batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
         batch = batch.to(self.device, non_blocking=True)
-        return self.dataset.normalize_batch(batch) if self.dataset.output == "dn" else batch
+        if getattr(self.dataset, "output", None) == "dn":
+            return self.dataset.normalize_batch(batch, return_mask=True)
+        return batch, None
+
+    def _to_device(self, batch) -> torch.Tensor:
+        "A loader batch on the device, normalised (raw pixels of output='dn' are normalised there)."
+        return self._split(batch)[0]
 
     def _batches(self, start_micro: int, stop_micro: int):
         sampler = StepBatches(len(self.dataset), self.cfg.batch_size, self.cfg.seed, start_micro, stop_micro, self.rank, self.world)
-        return torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, num_workers=self.cfg.num_workers,
+        return torch.utils.data.DataLoader(_with_valid(self.dataset), batch_sampler=sampler, num_workers=self.cfg.num_workers,
                                            pin_memory=self.device.type == "cuda")
 
     def fit(self) -> Path:
@@ -819,10 +832,10 @@ class Trainer:
             sums: dict = {}
             for a in range(cfg.grad_accum):
                 micro = self.step * cfg.grad_accum + a
-                x = self._to_device(next(loader))
+                x, valid = self._split(next(loader))
                 sync = contextlib.nullcontext() if (self.world == 1 or a == cfg.grad_accum - 1) else self.net.no_sync()
                 with sync:
-                    total, terms = self.compute_loss(x, micro)
+                    total, terms = self.compute_loss(x, micro, valid)
                     if not torch.isfinite(total):
                         raise TrainingDiverged(_diverged_message(self.run_dir, self.step, self._ckpt_step, total, terms, x))
                     (total / cfg.grad_accum).backward()
@@ -978,6 +991,18 @@ def read_metrics(run_dir) -> "pd.DataFrame":
     if not path.exists():
         raise FileNotFoundError(f"{path}: no metrics yet.")
     return pd.DataFrame([json.loads(l) for l in path.read_text().splitlines() if l.strip()])
+
+# %% ../nbs/02_distill.ipynb #ef1115d6
+def _with_valid(ds):
+    """`ds` whose items carry their (H, W) valid mask, `(x, valid)`, for the trainer's loader: a shallow copy of a
+    PatchDataset with output='float' and `return_mask=True` (`ds` itself is unchanged). Other datasets as they are
+    (output='dn' items are masked by `normalize_batch`; teacher scenes have no nodata)."""
+    if getattr(ds, "output", None) != "float" or not hasattr(ds, "return_mask") or ds.return_mask:
+        return ds
+    ds = copy.copy(ds)
+    ds.return_mask = True
+    return ds
+
 
 # %% ../nbs/02_distill.ipynb #4346b9b4
 def _diverged_message(run_dir, step: int, ckpt_step: int | None, total, terms: dict, x: torch.Tensor) -> str:

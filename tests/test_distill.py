@@ -81,8 +81,8 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     tr = Trainer(cfg)
     real = tr.compute_loss
 
-    def poisoned(x, micro):
-        total, terms = real(x, micro)
+    def poisoned(x, micro, valid=None):
+        total, terms = real(x, micro, valid)
         return (total * float("nan") if tr.step == 5 else total), terms
     tr.compute_loss = poisoned
     with pytest.raises(TrainingDiverged, match="at step 6.*checkpoint.pt"):
@@ -179,12 +179,12 @@ def test_nan_reconstruction_stops_the_run(tmp_path, monkeypatch):
     tr = Trainer(cfg, log=lambda *a: None)
     real = tr.compute_loss
 
-    def poisoned(x, micro):
+    def poisoned(x, micro, valid=None):
         if tr.step == 3:
             with torch.no_grad():
                 for p in tr.model.parameters():
                     p.fill_(float("nan"))
-        return real(x, micro)
+        return real(x, micro, valid)
     tr.compute_loss = poisoned
     with pytest.raises(TrainingDiverged, match="at step 4"):
         tr.fit()
@@ -384,7 +384,7 @@ def test_divergence_at_step_one_points_to_no_missing_checkpoint(tmp_path, monkey
                                patch_size=8, batch_size=2, steps=4, ckpt_every=2, log_every=1, progress=False)
     tr = Trainer(cfg, log=lambda *a: None)
     real = tr.compute_loss
-    tr.compute_loss = lambda x, micro: (lambda t: (t[0] * float("nan"), t[1]))(real(x, micro))
+    tr.compute_loss = lambda *a: (lambda t: (t[0] * float("nan"), t[1]))(real(*a))
     with pytest.raises(TrainingDiverged, match="at step 1") as e:
         tr.fit()
     assert "no checkpoint has been written yet" in str(e.value) and "checkpoint.pt" not in str(e.value)
@@ -401,3 +401,27 @@ def test_resuming_a_finished_run_is_refused(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=r"the run is finished \(step 2 of steps=2\); nothing to train"):
         resume(run)
     assert read_metrics(resume(run, steps=3)).step.max() == 3
+
+
+def test_nodata_is_left_out_of_the_loss(tmp_path, monkeypatch):
+    "Nodata pixels reach the model filled (0) but the loss's target as NaN: no term learns the fill value there."
+    import numpy as np
+    import xarray as xr
+    from hyperkd.data import demo_scene, write_cube
+    monkeypatch.setenv("HYPERKD_CACHE", str(tmp_path / "cache"))
+    cube = demo_scene(size=32, bands="enmap-202", seed=3).reflectance.where(xr.DataArray(np.arange(32) >= 4, dims="y"))
+    path = write_cube(cube, tmp_path / "border.tif", dtype="float32")  # NaN nodata in the 4 top rows
+    cfg = TrainConfig.for_mode("mae", name="nd", runs_dir=str(tmp_path), data=str(path), img_size=16, patch_size=8,
+                               batch_size=2, steps=2, max_nodata=0.5, progress=False, log_every=1)
+    tr = Trainer(cfg, log=lambda *a: None)
+    seen = []
+    real = tr._loss
+    tr._loss = lambda pred, target, *a: (seen.append(target.detach().clone()), real(pred, target, *a))[1]
+    tr.fit()
+    target = torch.cat(seen)
+    nodata = torch.isnan(target).all(1)  # (B, H, W): every band NaN, or none
+    assert torch.isnan(target).any(1).eq(nodata).all()
+    per_patch = sorted(set(nodata.sum((1, 2)).tolist()))
+    assert set(per_patch) <= {0, 4 * 16} and 4 * 16 in per_patch  # a top patch: its 4 nodata rows, and nothing else
+    assert torch.isfinite(target[~nodata[:, None].expand_as(target)]).all()
+    assert all(np.isfinite(v) for v in read_metrics(tmp_path / "nd")["loss"])
