@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -30,9 +33,40 @@ from .evaluate import reconstruction_metrics, windowed_sam
 from .launch import Job
 
 # %% auto #0
-__all__ = ['SUMMARY_COLUMNS', 'SceneReconstruction', 'reconstruct_scene', 'latest_run', 'ExplorerInputs', 'open_explorer_inputs',
-           'ReconstructionExplorer', 'run_summary', 'RunsDashboard', 'explorer_arg_parser', 'runs_arg_parser',
-           'explorer_app', 'runs_app', 'serve_explorer', 'serve_runs']
+__all__ = ['SUMMARY_COLUMNS', 'notebook_extension', 'SceneReconstruction', 'reconstruct_scene', 'latest_run', 'ExplorerInputs',
+           'open_explorer_inputs', 'ReconstructionExplorer', 'run_summary', 'RunsDashboard', 'explorer_arg_parser',
+           'runs_arg_parser', 'explorer_app', 'runs_app', 'serve_explorer', 'serve_runs']
+
+# %% ../nbs/04_explorer.ipynb #7a1c0e02
+_NOTEBOOK = {"inline": False}  # whether this kernel has had the inline resources published
+
+def _kernel():
+    "The IPython shell of a Jupyter kernel (JupyterLab, Notebook, VS Code), or None (plain Python, a server, nbdev_test)."
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    ip = get_ipython()
+    return ip if ip is not None and getattr(ip, "kernel", None) is not None else None
+
+def notebook_extension(force: bool = False) -> bool:
+    """Make Panel and HoloViews output work in a notebook without internet: BokehJS and Panel's JavaScript published
+    inline from the installed packages (never from a CDN, whatever `PANEL_INLINE` says), HoloViews' display hooks on.
+    Once per kernel (again with `force`); True when it published the resources. Outside a Jupyter kernel it only
+    selects HoloViews' Bokeh backend and returns False."""
+    if _kernel() is None:
+        if hv.Store.current_backend != "bokeh" or "bokeh" not in hv.Store.renderers:
+            hv.extension("bokeh", logo=False)
+        return False
+    if _NOTEBOOK["inline"] and not force:
+        return False
+    os.environ["PANEL_INLINE"] = "true"  # pn.config.inline reads the environment before its own setting
+    pn.config.inline = True  # also inlines the components' stylesheets
+    # hv.extension publishes the whole bundle (Bokeh, Panel) each call, also after a CDN load that failed,
+    # where pn.extension() would only "reload" Panel's part
+    hv.extension("bokeh", logo=False, inline=True)
+    _NOTEBOOK["inline"] = True
+    return True
 
 # %% ../nbs/04_explorer.ipynb #281eff46
 @dataclass
@@ -510,7 +544,8 @@ def run_summary(run_dir, live_s: float = 120.0) -> dict:
 class RunsDashboard(Viewer):
     """The runs under `runs_dir`: a table of every run and launched job (state, progress, the failure text of a failed
     job), loss terms, learning rate, throughput per device and peak GPU memory of the selected runs overlaid, and the
-    latest reconstruction figure. Works served (`hyperkd runs`) and in JupyterLab (`pn.extension()`, then display it)."""
+    latest reconstruction figure. Works served (`hyperkd runs`) and displayed in a notebook (no set-up needed: see
+    `notebook_extension` and `start_refreshing`). Until runs are picked, it shows `default_run()` and follows it."""
     runs_dir = param.String(default="runs", doc="Folder holding one sub-folder per run.")
     runs = param.ListSelector(default=[], objects=[], doc="Runs overlaid in the plots.")
     log_y = param.Boolean(default=True, doc="Logarithmic loss axes.")
@@ -522,10 +557,29 @@ class RunsDashboard(Viewer):
         super().__init__(runs_dir=str(runs_dir), **params)
         self._cache: dict = {}  # run name -> ((mtime, size), DataFrame)
         self._rows: list = []   # the last table
-        self._callback = None
+        self._callback, self._thread, self._stop = None, None, threading.Event()
+        self._lock = threading.RLock()  # refresh() runs in the refresh thread and in the user's cells
+        self._follow = not self.runs  # show default_run() until the user picks runs
+        self._picking = False  # True while the dashboard sets `runs` itself
+        self.refresh_error = ""  # the last error of a background refresh ("" when it worked)
+        self.param.watch(self._runs_picked, "runs")
         self.refresh()
-        if not self.runs and self.param.runs.objects:
-            self.runs = self.param.runs.objects[-1:]  # the most recent run
+
+    def _runs_picked(self, event):
+        if not self._picking:  # the user (widget or code) chose: stop following; an empty choice follows again
+            self._follow = not event.new
+
+    def _set_runs(self, runs, **more):
+        self._picking = True
+        try:
+            self.param.update(runs=runs, **more)
+        finally:
+            self._picking = False
+
+    def default_run(self) -> str | None:
+        "The newest live run (queued, running or live), else the newest run, else None (as of the last `refresh()`)."
+        live = [r["run"] for r in self._rows if r["state"] in ("queued", "running", "live")]
+        return (live or [r["run"] for r in self._rows] or [None])[0]
 
     def run_dirs(self) -> list[Path]:
         "Run folders (with a metrics.jsonl, or a job.json of a launched job not yet logging), oldest first."
@@ -536,12 +590,16 @@ class RunsDashboard(Viewer):
 
     def refresh(self) -> bool:
         "Re-read what changed on disk (metrics, job states); True (and `version` bumped) when anything did."
+        with self._lock:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
         dirs = self.run_dirs()
         names = [p.name for p in dirs]
         changed = names != list(self.param.runs.objects)
         if changed:
             self.param.runs.objects = names
-            self.runs = [r for r in self.runs if r in names]
+            self._set_runs([r for r in self.runs if r in names])
         for p in dirs:
             f = p / "metrics.jsonl"
             if not f.exists():
@@ -559,8 +617,12 @@ class RunsDashboard(Viewer):
         if [(r["run"], r["state"], r["error"]) for r in rows] != [(r["run"], r["state"], r["error"]) for r in self._rows]:
             changed = True  # a job was queued, started, failed or stopped without a new metrics line
         self._rows = rows
-        if changed:
-            self.version += 1
+        runs = self.runs
+        if self._follow:
+            d = self.default_run()
+            runs = [d] if d else []
+        if changed or runs != self.runs:  # one update: the views redraw once
+            self._set_runs(runs, **({"version": self.version + 1} if changed else {}))
         return changed
 
     def metrics(self, run: str):
@@ -584,15 +646,27 @@ class RunsDashboard(Viewer):
         return hv.Overlay(curves).opts(title=ylabel, logy=logy, width=340, height=230, show_grid=True,
                                        legend_position="top_right", show_legend=len(curves) > 1)
 
+    def plot_list(self, log_y=None) -> list:
+        "The plots of `plots()`, one HoloViews overlay each: loss terms, lr, samples/s per device, peak GPU memory."
+        logy = self.log_y if log_y is None else log_y
+        return [c for c in [self._curves(t, t if t != "loss" else "total loss", logy) for t in _TERMS]
+                + [self._curves("lr", "learning rate")] + [self._curves(c, label, lg) for c, label, lg in _SYSTEM]
+                if c is not None]
+
     def plots(self, runs=None, version=None, log_y=None):
         "Loss terms, lr, throughput per device and peak GPU memory of the selected runs: a HoloViews layout (or a note)."
-        logy = self.log_y if log_y is None else log_y
-        panels = [c for c in [self._curves(t, t if t != "loss" else "total loss", logy) for t in _TERMS]
-                  + [self._curves("lr", "learning rate")] + [self._curves(c, label, lg) for c, label, lg in _SYSTEM]
-                  if c is not None]
+        notebook_extension()  # a cell ending in `dash.plots()` draws it (HoloViews' display hooks, inline resources)
+        panels = self.plot_list(log_y)
         if not panels:
             return hv.Div("<p>No run selected, or no metrics logged yet.</p>")
         return hv.Layout(panels).cols(3).opts(shared_axes=False)
+
+    def _plots(self, runs, version, log_y):
+        "The plots side by side, wrapping to the width they are given (a notebook's output area, a browser window)."
+        panels = self.plot_list(log_y)
+        if not panels:
+            return pn.pane.Markdown("No run selected, or no metrics logged yet.", css_classes=["hkd-plots"])
+        return pn.FlexBox(*[pn.pane.HoloViews(p) for p in panels], css_classes=["hkd-plots"], sizing_mode="stretch_width")
 
     def latest_figure(self, runs=None, version=None) -> Path | None:
         "reconstruction.png of the most recently updated selected run that has one."
@@ -605,15 +679,23 @@ class RunsDashboard(Viewer):
         f = self.latest_figure(runs)
         if f is None:
             return pn.pane.Markdown("*No reconstruction figure yet (written when a run finishes).*")
-        return pn.Column(pn.pane.Markdown(f"**{f.parent.name}**: {f.name}"), pn.pane.PNG(f.read_bytes(), width=1000))
+        return pn.Column(pn.pane.Markdown(f"**{f.parent.name}**: {f.name}"),
+                         pn.pane.PNG(f.read_bytes(), sizing_mode="stretch_width", max_width=1000, css_classes=["hkd-figure"]),
+                         sizing_mode="stretch_width")
 
     def _table(self, version):
         t = self.table()
+        if self.refresh_error:
+            return pn.Column(pn.pane.Alert(f"The last re-read of `{self.runs_dir}` failed: {self.refresh_error}",
+                                           alert_type="warning"), self._table_pane(t), sizing_mode="stretch_width")
+        return self._table_pane(t)
+
+    def _table_pane(self, t):
         if t.empty:
             return pn.pane.Markdown(f"No runs under `{self.runs_dir}` yet: start one with `hyperkd distill` or `launch(cfg)`.")
         t = t.assign(error=[e.splitlines()[-1][:80] if e else "" for e in t.error])
         return pn.pane.DataFrame(t, index=False, css_classes=["hkd-runs-table"], sizing_mode="stretch_width",
-                                 float_format=lambda v: f"{v:.4g}")
+                                 styles={"overflow-x": "auto"}, float_format=lambda v: f"{v:.4g}")
 
     def teacher_signal(self, runs=None) -> str:
         "Markdown: each selected distillation run's teacher signal (teacher_signal.json) and its warnings."
@@ -645,22 +727,64 @@ class RunsDashboard(Viewer):
         return pn.pane.Markdown(text, css_classes=["hkd-failures"], sizing_mode="stretch_width")
 
     def start_refreshing(self):
-        "Re-read every `refresh_s` seconds (served: per session; JupyterLab: in the kernel's event loop)."
-        if self.refresh_s and self._callback is None:
-            self._callback = pn.state.add_periodic_callback(self.refresh, period=int(self.refresh_s * 1000))
+        """Re-read every `refresh_s` seconds while shown. Served (a Bokeh server session): a periodic callback of the
+        session. Displayed in a notebook: a daemon thread, since the kernel's event loop, where a periodic callback runs,
+        is busy while later cells run (Run All, a cell waiting for the job); the thread updates the displayed page
+        directly (Panel sends each change over the notebook's comm). One thread per dashboard; `stop_refreshing()`."""
+        if not self.refresh_s:
+            return
+        doc = pn.state.curdoc
+        if doc is not None and doc.session_context is not None:
+            if self._callback is None:
+                self._callback = pn.state.add_periodic_callback(self.refresh, period=int(self.refresh_s * 1000))
+        elif self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=_refresh_loop, args=(weakref.ref(self), self._stop, self.refresh_s),
+                                            name=f"hyperkd-runs-refresh:{self.runs_dir}", daemon=True)
+            self._thread.start()
+
+    def stop_refreshing(self):
+        "Stop the periodic re-reads (thread or session callback)."
+        self._stop.set()
+        if self._callback is not None:
+            self._callback.stop()
+            self._callback = None
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        notebook_extension()  # offline JupyterLab: inline resources, whatever was loaded before
+        return super()._repr_mimebundle_(include, exclude)
 
     def __panel__(self):
+        notebook_extension()
         pn.state.onload(self.start_refreshing)
-        select = pn.widgets.MultiSelect.from_param(self.param.runs, label="Runs (overlaid)", size=8, width=320)
+        select = pn.widgets.MultiSelect.from_param(self.param.runs, label="Runs (overlaid)", size=8, sizing_mode="stretch_width")
         return pn.Row(
             pn.Column("## HyperKD runs", f"`{Path(self.runs_dir).resolve()}`", select,
-                      pn.widgets.Checkbox.from_param(self.param.log_y, label="log loss axes"), width=340),
-            pn.Column(pn.panel(pn.bind(self._table, version=self.param.version)),
-                      pn.panel(pn.bind(self._failures, version=self.param.version)),
-                      pn.panel(pn.bind(self._signal, runs=self.param.runs, version=self.param.version)),
-                      pn.pane.HoloViews(pn.bind(self.plots, runs=self.param.runs, version=self.param.version, log_y=self.param.log_y),
-                                        css_classes=["hkd-plots"]),
-                      pn.panel(pn.bind(self._figure, runs=self.param.runs, version=self.param.version))))
+                      pn.widgets.Checkbox.from_param(self.param.log_y, label="log loss axes"), width=280),
+            pn.Column(pn.panel(pn.bind(self._table, version=self.param.version), sizing_mode="stretch_width"),
+                      pn.panel(pn.bind(self._failures, version=self.param.version), sizing_mode="stretch_width"),
+                      pn.panel(pn.bind(self._signal, runs=self.param.runs, version=self.param.version), sizing_mode="stretch_width"),
+                      pn.panel(pn.bind(self._plots, runs=self.param.runs, version=self.param.version, log_y=self.param.log_y),
+                               sizing_mode="stretch_width"),
+                      pn.panel(pn.bind(self._figure, runs=self.param.runs, version=self.param.version), sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width", min_width=360),
+            sizing_mode="stretch_width", css_classes=["hkd-runs"])
+
+def _refresh_loop(ref, stop: threading.Event, period: float):
+    "The notebook refresh thread: re-read every `period` s until stopped or the dashboard is gone (holds no reference)."
+    while not stop.wait(period):
+        dash = ref()
+        if dash is None:
+            return
+        try:
+            dash.refresh()
+            if dash.refresh_error:
+                dash.refresh_error = ""
+                dash.version += 1
+        except Exception as e:  # shown on the page; the next re-read tries again
+            dash.refresh_error = f"{type(e).__name__}: {e}"
+            dash.version += 1
+        del dash
 
 # %% ../nbs/04_explorer.ipynb #ec932770
 def explorer_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
