@@ -472,7 +472,12 @@ class ReconstructionExplorer(Viewer):
         self.param.watch(lambda e: setattr(slider, "value", int(pos[e.new])), "band")
         return slider
 
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        notebook_extension()  # offline JupyterLab: inline resources, whatever was loaded before
+        return super()._repr_mimebundle_(include, exclude)
+
     def __panel__(self):
+        notebook_extension()
         slider = self.band_slider()
         controls = pn.Column(
             "## HyperKD explorer", slider,
@@ -493,7 +498,7 @@ class ReconstructionExplorer(Viewer):
             pn.pane.HoloViews(spectrum, css_classes=["hkd-spectrum"]),
             pn.Row(pn.pane.HoloViews(psnr, css_classes=["hkd-psnr"]), pn.pane.HoloViews(sam, css_classes=["hkd-sam"])),
             pn.Row(pn.pane.HoloViews(rgb, css_classes=["hkd-rgb"]), pn.pane.HoloViews(self.aligned_view(), css_classes=["hkd-aligned"])))
-        return pn.Row(controls, main)
+        return pn.Row(controls, main, css_classes=["hkd-explorer"])
 
 # %% ../nbs/04_explorer.ipynb #2a87d42d
 _TERMS = ("loss", "mse", "ssim", "kl", "sam", "distill")
@@ -558,6 +563,7 @@ class RunsDashboard(Viewer):
         self._cache: dict = {}  # run name -> ((mtime, size), DataFrame)
         self._rows: list = []   # the last table
         self._callback, self._thread, self._stop = None, None, threading.Event()
+        self._shown = weakref.WeakKeyDictionary()  # view -> when it was rendered (for the notebook's comms)
         self._lock = threading.RLock()  # refresh() runs in the refresh thread and in the user's cells
         self._follow = not self.runs  # show default_run() until the user picks runs
         self._picking = False  # True while the dashboard sets `runs` itself
@@ -639,8 +645,9 @@ class RunsDashboard(Viewer):
         return {r["run"]: r["error"] for r in self._rows if r["state"] == "failed"}
 
     def _curves(self, column: str, ylabel: str, logy: bool = False):
-        curves = [hv.Curve(self.metrics(r)[["step", column]].dropna(), "step", hv.Dimension(column, label=ylabel), label=r)
-                  for r in self.runs if r in self._cache and column in self.metrics(r) and self.metrics(r)[column].notna().any()]
+        data = {r: self.metrics(r)[["step", column]].dropna() for r in self.runs if r in self._cache and column in self.metrics(r)}
+        data = {r: d[d[column] > 0] if logy else d for r, d in data.items()}  # a log axis shows positive values only
+        curves = [hv.Curve(d, "step", hv.Dimension(column, label=ylabel), label=r) for r, d in data.items() if len(d)]
         if not curves:
             return None
         return hv.Overlay(curves).opts(title=ylabel, logy=logy, width=340, height=230, show_grid=True,
@@ -756,7 +763,12 @@ class RunsDashboard(Viewer):
 
     def __panel__(self):
         notebook_extension()
+        view = self._view()
+        self._shown[view] = time.monotonic()
         pn.state.onload(self.start_refreshing)
+        return view
+
+    def _view(self):
         select = pn.widgets.MultiSelect.from_param(self.param.runs, label="Runs (overlaid)", size=8, sizing_mode="stretch_width")
         return pn.Row(
             pn.Column("## HyperKD runs", f"`{Path(self.runs_dir).resolve()}`", select,
@@ -770,12 +782,35 @@ class RunsDashboard(Viewer):
                       sizing_mode="stretch_width", min_width=360),
             sizing_mode="stretch_width", css_classes=["hkd-runs"])
 
+def _open_comms(view) -> int:
+    """Open the kernel's side of the notebook comms of `view`'s displayed outputs that are not open yet; how many.
+    Panel opens it when the browser asks, but a busy kernel reads that request only once its cells are done, and until
+    then Panel holds every update back. The browser registers the comm's target while it draws the output, so this
+    runs a few seconds after the view was rendered (`_COMM_GRACE_S`)."""
+    n = 0
+    for ref, (_, _, _, comm) in list(pn.state._views.items()):
+        if ref in view._models and hasattr(comm, "init") and getattr(comm, "_comm", True) is None:
+            comm.init()
+            comm.init = lambda: None  # the browser's own request, answered when the kernel is idle, must not open a second one
+            n += 1
+    return n
+
+_COMM_GRACE_S = 4.0
+
 def _refresh_loop(ref, stop: threading.Event, period: float):
     "The notebook refresh thread: re-read every `period` s until stopped or the dashboard is gone (holds no reference)."
-    while not stop.wait(period):
+    while not stop.wait(min(period, 1.0)):
         dash = ref()
         if dash is None:
             return
+        shown = list(dash._shown.items())
+        if any(time.monotonic() - t < _COMM_GRACE_S for _, t in shown):
+            continue  # no update before its comms can open: Panel would queue it in the busy kernel's loop
+        for view, _ in shown:
+            _open_comms(view)
+        if time.monotonic() - getattr(dash, "_last_refresh", 0.0) < period - 0.05:
+            continue
+        dash._last_refresh = time.monotonic()
         try:
             dash.refresh()
             if dash.refresh_error:

@@ -396,3 +396,21 @@ def test_runs_dashboard_refreshes_inside_a_jupyter_kernel(tmp_path):
     NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     out = "".join(o.get("text", "") for o in nb.cells[1].outputs)
     assert "VERSION True [1, 2]" in out, nb.cells[1].outputs
+
+
+def test_reconstruction_figure_keeps_its_text_inside(tmp_path):
+    "Every title and label of reconstruction.png lies inside the image (the first title was clipped at the left edge)."
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+    cfg = TrainConfig.for_mode("mae", name="fig", runs_dir=str(tmp_path), steps=1, img_size=32, patch_size=8, demo_scenes=1,
+                               demo_size=64, batch_size=4, progress=False)
+    fig = Trainer(cfg, log=lambda *a: None).reconstruction_figure(tmp_path / "reconstruction.png")
+    assert (tmp_path / "reconstruction.png").stat().st_size > 0
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    W, H = canvas.get_width_height()
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    assert any(t.get_text().startswith("input") for t in texts)
+    for t in texts:
+        b = t.get_window_extent(canvas.get_renderer())
+        assert b.x0 >= 0 and b.x1 <= W and b.y0 >= 0 and b.y1 <= H, (t.get_text(), b.bounds, (W, H))
