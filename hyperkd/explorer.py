@@ -410,7 +410,7 @@ class ReconstructionExplorer(Viewer):
         r, c = pixel
         return (o.opts(color="black") * p.opts(color="#d62728") * t.opts(color="#1f77b4", size=9, marker="diamond")
                 * hv.VLine(self.wavelengths[band]).opts(color="gray", line_dash="dotted")).opts(
-            title=f"spectrum at row {r}, col {c} ({'masked' if s['masked'] else 'visible'})", width=840, height=300,
+            title=f"spectrum at row {r}, col {c} ({'masked' if s['masked'] else 'visible'})", width=700, height=300,
             legend_position="right", show_grid=True)
 
     def pixel_text(self, pixel=None, version=None) -> str:
@@ -435,7 +435,7 @@ class ReconstructionExplorer(Viewer):
             c = hv.Curve(_gapped(self.wavelengths, self.local_sam), "wavelength (nm)", "SAM (°)").opts(
                 title=f"windowed SAM (±{self.half_width} bands, {region})", color="#d62728")
         return (c * hv.VLine(self.wavelengths[band]).opts(color="gray", line_dash="dotted")).opts(
-            width=420, height=240, show_grid=True)
+            width=350, height=240, show_grid=True)
 
     def summary(self, version=None) -> str:
         m = self.metrics
@@ -466,7 +466,7 @@ class ReconstructionExplorer(Viewer):
         pos = np.empty_like(order); pos[order] = np.arange(len(order))
         labels = [self.band_label(int(i)) for i in order]
         slider = pn.widgets.IntSlider(label="Band (wavelength · band)", start=0, end=len(order) - 1, value=int(pos[self.band]),
-                                      width=320, format=CustomJSTickFormatter(args={"labels": labels},
+                                      width=270, format=CustomJSTickFormatter(args={"labels": labels},
                                                                                code="return labels[Math.round(tick)]"))
         slider.param.watch(lambda e: setattr(self, "band", int(order[e.new])), "value")
         self.param.watch(lambda e: setattr(slider, "value", int(pos[e.new])), "band")
@@ -481,24 +481,27 @@ class ReconstructionExplorer(Viewer):
         slider = self.band_slider()
         controls = pn.Column(
             "## HyperKD explorer", slider,
-            pn.widgets.Select.from_param(self.param.mask_strategy, label="Mask strategy", width=320),
-            pn.widgets.FloatSlider.from_param(self.param.mask_ratio, label="Mask ratio", width=320),
-            pn.widgets.IntInput.from_param(self.param.seed, label="Mask seed", width=320),
-            pn.widgets.IntSlider.from_param(self.param.half_width, label="Windowed SAM half-width (bands)", width=320),
-            pn.pane.Markdown(pn.bind(self.summary, version=self.param.version), width=330, css_classes=["hkd-summary"]),
-            width=350)
+            pn.widgets.Select.from_param(self.param.mask_strategy, label="Mask strategy", width=270),
+            pn.widgets.FloatSlider.from_param(self.param.mask_ratio, label="Mask ratio", width=270),
+            pn.widgets.IntInput.from_param(self.param.seed, label="Mask seed", width=270),
+            pn.widgets.IntSlider.from_param(self.param.half_width, label="Windowed SAM half-width (bands)", width=270),
+            pn.pane.Markdown(pn.bind(self.summary, version=self.param.version), width=280, css_classes=["hkd-summary"]),
+            width=290)
         spectrum = hv.DynamicMap(self._spectrum, streams=dict(pixel=self.param.pixel, band=self.param.band, version=self.param.version))
         psnr, sam = (hv.DynamicMap(lambda band, version, w=w: self._metric_curve(w, band, version),
                                    streams=dict(band=self.param.band, version=self.param.version)) for w in ("psnr", "sam"))
         rgb = hv.DynamicMap(lambda version: (self.rgb("original") + self.rgb("reconstruction")).opts(shared_axes=True),
                             streams=dict(version=self.param.version))
-        main = pn.Column(
+        main = pn.Column(  # fits a notebook's output area (about 1050 px in a 1500 px JupyterLab window); rows wrap
             pn.pane.HoloViews(self.images(), css_classes=["hkd-images"], linked_axes=True),
             pn.pane.Markdown(pn.bind(self.pixel_text, pixel=self.param.pixel, version=self.param.version), css_classes=["hkd-pixel"]),
             pn.pane.HoloViews(spectrum, css_classes=["hkd-spectrum"]),
-            pn.Row(pn.pane.HoloViews(psnr, css_classes=["hkd-psnr"]), pn.pane.HoloViews(sam, css_classes=["hkd-sam"])),
-            pn.Row(pn.pane.HoloViews(rgb, css_classes=["hkd-rgb"]), pn.pane.HoloViews(self.aligned_view(), css_classes=["hkd-aligned"])))
-        return pn.Row(controls, main, css_classes=["hkd-explorer"])
+            pn.FlexBox(pn.pane.HoloViews(psnr, css_classes=["hkd-psnr"]), pn.pane.HoloViews(sam, css_classes=["hkd-sam"]),
+                       sizing_mode="stretch_width"),
+            pn.FlexBox(pn.pane.HoloViews(rgb, css_classes=["hkd-rgb"]), pn.pane.HoloViews(self.aligned_view(), css_classes=["hkd-aligned"]),
+                       sizing_mode="stretch_width"),
+            sizing_mode="stretch_width", min_width=300)
+        return pn.Row(controls, main, css_classes=["hkd-explorer"], sizing_mode="stretch_width")
 
 # %% ../nbs/04_explorer.ipynb #2a87d42d
 _TERMS = ("loss", "mse", "ssim", "kl", "sam", "distill")

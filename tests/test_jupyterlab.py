@@ -134,6 +134,11 @@ def _cell(page, i: int):
     return page.locator(".jp-Notebook .jp-Cell").nth(i)
 
 
+def _outputs(cell) -> str:
+    "The text of a cell's outputs (not of its source)."
+    return "\n".join(cell.locator(".jp-OutputArea").all_inner_texts())
+
+
 def _fits(page, cell, selector: str) -> list[str]:
     "What of `selector` (canvases, images) in the cell's last output sticks out of the output area (empty: it all fits)."
     out = cell.locator(".jp-OutputArea-output").last.bounding_box()
@@ -164,17 +169,17 @@ def test_runs_dashboard_in_jupyterlab(lab, page):
               and dash_cell.locator(".hkd-runs-table").get_by_text("running").count() > 0, 300, "the running run and its loss plot")
     page.wait_for_timeout(1500)
     page.screenshot(path=ARTIFACTS / "jupyterlab-runs-live.png")
-    assert "FINAL" not in wait_cell.inner_text(), "the run ended before the dashboard showed it"  # the kernel was busy
+    assert "FINAL" not in _outputs(wait_cell), "the run ended before the dashboard showed it"  # the kernel was busy
     assert dash_cell.locator(".hkd-runs").get_by_text("live-run").count() >= 1
     assert dash_cell.locator(".hkd-plots").get_by_text("No run selected").count() == 0
     assert dash_cell.locator("select option").all_inner_texts() == ["live-run"]  # no literal "[]" entry
     assert not _fits(page, dash_cell, ".hkd-runs canvas"), _fits(page, dash_cell, ".hkd-runs canvas")
 
     Job.attach(lab["root"] / "runs" / "live-run").stop()  # from outside the kernel, as another process would
-    _wait_for(lambda: "FINAL stopped" in wait_cell.inner_text(), 300, "the run to stop")
+    _wait_for(lambda: "FINAL stopped" in _outputs(wait_cell), 300, "the run to stop")
     _wait_for(lambda: dash_cell.locator(".hkd-runs-table").get_by_text("stopped").count() > 0, 60, "the dashboard to show 'stopped'")
     plots_cell.locator(".jp-OutputArea-output canvas").first.wait_for(timeout=120_000)  # dash.plots() is drawn
-    assert ":Div" not in plots_cell.inner_text() and ":Layout" not in plots_cell.inner_text()
+    assert ":Div" not in _outputs(plots_cell) and ":Layout" not in _outputs(plots_cell)
     page.wait_for_timeout(1000)
     page.screenshot(path=ARTIFACTS / "jupyterlab-runs-stopped.png", full_page=True)
     assert not _fits(page, plots_cell, "canvas"), _fits(page, plots_cell, "canvas")
