@@ -663,13 +663,14 @@ class RunsDashboard(Viewer):
                 + [self._curves("lr", "learning rate")] + [self._curves(c, label, lg) for c, label, lg in _SYSTEM]
                 if c is not None]
 
-    def plots(self, runs=None, version=None, log_y=None):
-        "Loss terms, lr, throughput per device and peak GPU memory of the selected runs: a HoloViews layout (or a note)."
-        notebook_extension()  # a cell ending in `dash.plots()` draws it (HoloViews' display hooks, inline resources)
+    def plots(self, runs=None, version=None, log_y=None) -> pn.pane.HoloViews:
+        """Loss terms, lr, throughput per device and peak GPU memory of the selected runs: a Panel pane holding one
+        HoloViews layout (`.object`; or a note). A Panel pane, so a cell ending in `dash.plots()` draws it with the inline
+        resources of `notebook_extension` (HoloViews' own notebook display links the components' styles to a CDN)."""
+        notebook_extension()
         panels = self.plot_list(log_y)
-        if not panels:
-            return hv.Div("<p>No run selected, or no metrics logged yet.</p>")
-        return hv.Layout(panels).cols(3).opts(shared_axes=False)
+        layout = hv.Layout(panels).cols(3).opts(shared_axes=False) if panels else hv.Div("<p>No run selected, or no metrics logged yet.</p>")
+        return pn.pane.HoloViews(layout, css_classes=["hkd-plots"])
 
     def _plots(self, runs, version, log_y):
         "The plots side by side, wrapping to the width they are given (a notebook's output area, a browser window)."

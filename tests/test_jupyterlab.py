@@ -178,7 +178,7 @@ def test_runs_dashboard_in_jupyterlab(lab, page):
     Job.attach(lab["root"] / "runs" / "live-run").stop()  # from outside the kernel, as another process would
     _wait_for(lambda: "FINAL stopped" in _outputs(wait_cell), 300, "the run to stop")
     _wait_for(lambda: dash_cell.locator(".hkd-runs-table").get_by_text("stopped").count() > 0, 60, "the dashboard to show 'stopped'")
-    plots_cell.locator(".jp-OutputArea-output canvas").first.wait_for(timeout=120_000)  # dash.plots() is drawn
+    _wait_for(lambda: plots_cell.locator(".jp-OutputArea-output canvas").count() > 0, 120, "dash.plots() to be drawn")
     assert ":Div" not in _outputs(plots_cell) and ":Layout" not in _outputs(plots_cell)
     page.wait_for_timeout(1000)
     page.screenshot(path=ARTIFACTS / "jupyterlab-runs-stopped.png", full_page=True)
@@ -196,14 +196,14 @@ def test_explorer_in_jupyterlab(lab, page):
     _open_and_run_all(page, lab, "explorer.ipynb")
     cell = _cell(page, 0)
     images = cell.locator(".hkd-images")
-    images.locator("canvas").first.wait_for(timeout=240_000)
-    _wait_for(lambda: cell.locator(".hkd-aligned canvas").count() > 0, 60, "the whole explorer")
+    _wait_for(lambda: images.locator("canvas").count() > 0 and cell.locator(".hkd-aligned canvas").count() > 0, 300,
+              "the explorer's plots")
     page.wait_for_timeout(1500)
     page.screenshot(path=ARTIFACTS / "jupyterlab-explorer.png", full_page=True)
     assert not _fits(page, cell, ".hkd-explorer canvas"), _fits(page, cell, ".hkd-explorer canvas")
     pixel = cell.locator(".hkd-pixel p").first
     text = pixel.inner_text()
-    box = images.locator("canvas").first.bounding_box()
+    box = max((c.bounding_box() for c in images.locator("canvas").all()), key=lambda b: b["width"] * b["height"] if b else 0)
     page.mouse.click(box["x"] + 60, box["y"] + 70)  # a round trip through the kernel's comm
     _wait_for(lambda: pixel.inner_text() != text, 60, "the pixel line to change after a click")
     page.screenshot(path=ARTIFACTS / "jupyterlab-explorer-clicked.png", full_page=True)
