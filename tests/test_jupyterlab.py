@@ -195,17 +195,16 @@ def test_explorer_in_jupyterlab(lab, page):
         "ex = ReconstructionExplorer(i.model, i.stats, i.cube, source=i.source, cube_source=i.cube_source)\nex"])
     _open_and_run_all(page, lab, "explorer.ipynb")
     cell = _cell(page, 0)
-    images = cell.locator(".hkd-images")
-    _wait_for(lambda: images.locator("canvas").count() > 0 and cell.locator(".hkd-aligned canvas").count() > 0, 300,
-              "the explorer's plots")
+    canvases = cell.locator(".jp-OutputArea-output canvas")
+    _wait_for(lambda: canvases.count() >= 5 and cell.get_by_text("HyperKD explorer").count() > 0, 300, "the explorer's plots")
     page.wait_for_timeout(1500)
     page.screenshot(path=ARTIFACTS / "jupyterlab-explorer.png", full_page=True)
-    assert not _fits(page, cell, ".hkd-explorer canvas"), _fits(page, cell, ".hkd-explorer canvas")
-    pixel = cell.locator(".hkd-pixel p").first
+    assert not _fits(page, cell, ".jp-OutputArea-output canvas"), _fits(page, cell, ".jp-OutputArea-output canvas")
+    pixel = cell.get_by_text("Pixel row").first
     text = pixel.inner_text()
-    box = max((c.bounding_box() for c in images.locator("canvas").all()), key=lambda b: b["width"] * b["height"] if b else 0)
+    box = max((c.bounding_box() for c in canvases.all()), key=lambda b: b["width"] * b["height"] if b else 0)  # the images
     page.mouse.click(box["x"] + 60, box["y"] + 70)  # a round trip through the kernel's comm
-    _wait_for(lambda: pixel.inner_text() != text, 60, "the pixel line to change after a click")
+    _wait_for(lambda: cell.get_by_text("Pixel row").first.inner_text() != text, 60, "the pixel line to change after a click")
     page.screenshot(path=ARTIFACTS / "jupyterlab-explorer-clicked.png", full_page=True)
     assert page.errors == [], page.errors
     assert page.blocked == [], page.blocked
