@@ -924,6 +924,7 @@ class Trainer:
         return x, rec, mask
 
     def reconstruction_figure(self, path):
+        "Input, mask, reconstruction, error and a spectrum of patch 0, saved as PNG at `path`; returns the Figure."
         from matplotlib.figure import Figure  # no pyplot: works in any backend, servers and notebooks alike
         x, rec, mask = self.reconstruct(0)
         if self.cfg.mode != "teacher":
@@ -935,24 +936,24 @@ class Trainer:
         stretch = rgb_stretch(x[0, rgb_idx])  # the input's own percentiles: any units (reflectance, DN, radiance)
         to_rgb = lambda z: stretch(z[0, rgb_idx])
         band = int(np.argmin(np.abs(wl - 860)))
-        fig = Figure(figsize=(15, 3.3))
+        fig = Figure(figsize=(15, 3.6), layout="constrained")  # titles and labels kept inside the canvas
         ax = fig.subplots(1, 5)
-        ax[0].imshow(to_rgb(x)); ax[0].set_title("input (true colour, 2-98 % stretch)")
-        ax[1].imshow(np.where(pix.numpy()[..., None], 0.8, to_rgb(x))); ax[1].set_title(f"random {self.cfg.mask_ratio:.0%} mask (seed 0)")
-        ax[2].imshow(to_rgb(rec)); ax[2].set_title("reconstruction")
+        ax[0].imshow(to_rgb(x)); ax[0].set_title("input\n(true colour, 2-98 % stretch)", fontsize=10)
+        ax[1].imshow(np.where(pix.numpy()[..., None], 0.8, to_rgb(x))); ax[1].set_title(f"random {self.cfg.mask_ratio:.0%} mask\n(seed 0)", fontsize=10)
+        ax[2].imshow(to_rgb(rec)); ax[2].set_title("reconstruction", fontsize=10)
         err = (rec - x)[0, band].abs().cpu().float().numpy()
-        im = ax[3].imshow(err, cmap="magma"); ax[3].set_title(f"|error| at {wl[band]:.0f} nm"); fig.colorbar(im, ax=ax[3], fraction=0.046)
+        im = ax[3].imshow(err, cmap="magma"); ax[3].set_title(f"|error| at {wl[band]:.0f} nm", fontsize=10); fig.colorbar(im, ax=ax[3], fraction=0.046)
         yy, xx = np.unravel_index(int(pix.float().argmax()), pix.shape)
         order = np.argsort(wl)
         ax[4].plot(wl[order], x[0, :, yy, xx].cpu().numpy()[order], label="input")
         ax[4].plot(wl[order], rec[0, :, yy, xx].cpu().numpy()[order], label="reconstruction")
-        ax[4].set_xlabel("nm"); ax[4].legend(fontsize=7); ax[4].set_title(f"spectrum of a masked pixel")
+        ax[4].set_xlabel("nm"); ax[4].legend(fontsize=7); ax[4].set_title("spectrum of a masked pixel", fontsize=10)
         for a in ax[:4]:
             a.set_axis_off()
         fig.suptitle(f"{self.run_dir.name}: step {self.step}", fontsize=9)
-        fig.tight_layout()
         with atomic_file(path) as tmp:
             fig.savefig(tmp, dpi=80, format="png")
+        return fig
 
 def rgb_stretch(ref: torch.Tensor, q: tuple = (0.02, 0.98)):
     "A function taking (3, H, W) images to (H, W, 3) RGB in 0-1, stretched by `ref`'s per-channel `q` percentiles."
@@ -992,7 +993,7 @@ def read_metrics(run_dir) -> "pd.DataFrame":
         raise FileNotFoundError(f"{path}: no metrics yet.")
     return pd.DataFrame([json.loads(l) for l in path.read_text().splitlines() if l.strip()])
 
-# %% ../nbs/02_distill.ipynb #ef1115d6
+# %% ../nbs/02_distill.ipynb #97c8d974
 def _with_valid(ds):
     """`ds` whose items carry their (H, W) valid mask, `(x, valid)`, for the trainer's loader: a shallow copy of a
     PatchDataset with output='float' and `return_mask=True` (`ds` itself is unchanged). Other datasets as they are

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import threading
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -30,9 +33,40 @@ from .evaluate import reconstruction_metrics, windowed_sam
 from .launch import Job
 
 # %% auto #0
-__all__ = ['SUMMARY_COLUMNS', 'SceneReconstruction', 'reconstruct_scene', 'latest_run', 'ExplorerInputs', 'open_explorer_inputs',
-           'ReconstructionExplorer', 'run_summary', 'RunsDashboard', 'explorer_arg_parser', 'runs_arg_parser',
-           'explorer_app', 'runs_app', 'serve_explorer', 'serve_runs']
+__all__ = ['SUMMARY_COLUMNS', 'notebook_extension', 'SceneReconstruction', 'reconstruct_scene', 'latest_run', 'ExplorerInputs',
+           'open_explorer_inputs', 'ReconstructionExplorer', 'run_summary', 'RunsDashboard', 'explorer_arg_parser',
+           'runs_arg_parser', 'explorer_app', 'runs_app', 'serve_explorer', 'serve_runs']
+
+# %% ../nbs/04_explorer.ipynb #7a1c0e02
+_NOTEBOOK = {"inline": False}  # whether this kernel has had the inline resources published
+
+def _kernel():
+    "The IPython shell of a Jupyter kernel (JupyterLab, Notebook, VS Code), or None (plain Python, a server, nbdev_test)."
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    ip = get_ipython()
+    return ip if ip is not None and getattr(ip, "kernel", None) is not None else None
+
+def notebook_extension(force: bool = False) -> bool:
+    """Make Panel and HoloViews output work in a notebook without internet: BokehJS and Panel's JavaScript published
+    inline from the installed packages (never from a CDN, whatever `PANEL_INLINE` says), HoloViews' display hooks on.
+    Once per kernel (again with `force`); True when it published the resources. Outside a Jupyter kernel it only
+    selects HoloViews' Bokeh backend and returns False."""
+    if _kernel() is None:
+        if hv.Store.current_backend != "bokeh" or "bokeh" not in hv.Store.renderers:
+            hv.extension("bokeh", logo=False)
+        return False
+    if _NOTEBOOK["inline"] and not force:
+        return False
+    os.environ["PANEL_INLINE"] = "true"  # pn.config.inline reads the environment before its own setting
+    pn.config.inline = True  # also inlines the components' stylesheets
+    # hv.extension publishes the whole bundle (Bokeh, Panel) each call, also after a CDN load that failed,
+    # where pn.extension() would only "reload" Panel's part
+    hv.extension("bokeh", logo=False, inline=True)
+    _NOTEBOOK["inline"] = True
+    return True
 
 # %% ../nbs/04_explorer.ipynb #281eff46
 @dataclass
@@ -377,7 +411,7 @@ class ReconstructionExplorer(Viewer):
         r, c = pixel
         return (o.opts(color="black") * p.opts(color="#d62728") * t.opts(color="#1f77b4", size=9, marker="diamond")
                 * hv.VLine(self.wavelengths[band]).opts(color="gray", line_dash="dotted")).opts(
-            title=f"spectrum at row {r}, col {c} ({'masked' if s['masked'] else 'visible'})", width=840, height=300,
+            title=f"spectrum at row {r}, col {c} ({'masked' if s['masked'] else 'visible'})", width=700, height=300,
             legend_position="right", show_grid=True)
 
     def pixel_text(self, pixel=None, version=None) -> str:
@@ -402,7 +436,7 @@ class ReconstructionExplorer(Viewer):
             c = hv.Curve(_gapped(self.wavelengths, self.local_sam), "wavelength (nm)", "SAM (°)").opts(
                 title=f"windowed SAM (±{self.half_width} bands, {region})", color="#d62728")
         return (c * hv.VLine(self.wavelengths[band]).opts(color="gray", line_dash="dotted")).opts(
-            width=420, height=240, show_grid=True)
+            width=350, height=240, show_grid=True)
 
     def summary(self, version=None) -> str:
         m = self.metrics
@@ -433,34 +467,42 @@ class ReconstructionExplorer(Viewer):
         pos = np.empty_like(order); pos[order] = np.arange(len(order))
         labels = [self.band_label(int(i)) for i in order]
         slider = pn.widgets.IntSlider(label="Band (wavelength · band)", start=0, end=len(order) - 1, value=int(pos[self.band]),
-                                      width=320, format=CustomJSTickFormatter(args={"labels": labels},
+                                      width=270, format=CustomJSTickFormatter(args={"labels": labels},
                                                                                code="return labels[Math.round(tick)]"))
         slider.param.watch(lambda e: setattr(self, "band", int(order[e.new])), "value")
         self.param.watch(lambda e: setattr(slider, "value", int(pos[e.new])), "band")
         return slider
 
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        notebook_extension()  # offline JupyterLab: inline resources, whatever was loaded before
+        return super()._repr_mimebundle_(include, exclude)
+
     def __panel__(self):
+        notebook_extension()
         slider = self.band_slider()
         controls = pn.Column(
             "## HyperKD explorer", slider,
-            pn.widgets.Select.from_param(self.param.mask_strategy, label="Mask strategy", width=320),
-            pn.widgets.FloatSlider.from_param(self.param.mask_ratio, label="Mask ratio", width=320),
-            pn.widgets.IntInput.from_param(self.param.seed, label="Mask seed", width=320),
-            pn.widgets.IntSlider.from_param(self.param.half_width, label="Windowed SAM half-width (bands)", width=320),
-            pn.pane.Markdown(pn.bind(self.summary, version=self.param.version), width=330, css_classes=["hkd-summary"]),
-            width=350)
+            pn.widgets.Select.from_param(self.param.mask_strategy, label="Mask strategy", width=270),
+            pn.widgets.FloatSlider.from_param(self.param.mask_ratio, label="Mask ratio", width=270),
+            pn.widgets.IntInput.from_param(self.param.seed, label="Mask seed", width=270),
+            pn.widgets.IntSlider.from_param(self.param.half_width, label="Windowed SAM half-width (bands)", width=270),
+            pn.pane.Markdown(pn.bind(self.summary, version=self.param.version), width=280, css_classes=["hkd-summary"]),
+            width=290)
         spectrum = hv.DynamicMap(self._spectrum, streams=dict(pixel=self.param.pixel, band=self.param.band, version=self.param.version))
         psnr, sam = (hv.DynamicMap(lambda band, version, w=w: self._metric_curve(w, band, version),
                                    streams=dict(band=self.param.band, version=self.param.version)) for w in ("psnr", "sam"))
         rgb = hv.DynamicMap(lambda version: (self.rgb("original") + self.rgb("reconstruction")).opts(shared_axes=True),
                             streams=dict(version=self.param.version))
-        main = pn.Column(
+        main = pn.Column(  # fits a notebook's output area (about 1050 px in a 1500 px JupyterLab window); rows wrap
             pn.pane.HoloViews(self.images(), css_classes=["hkd-images"], linked_axes=True),
             pn.pane.Markdown(pn.bind(self.pixel_text, pixel=self.param.pixel, version=self.param.version), css_classes=["hkd-pixel"]),
             pn.pane.HoloViews(spectrum, css_classes=["hkd-spectrum"]),
-            pn.Row(pn.pane.HoloViews(psnr, css_classes=["hkd-psnr"]), pn.pane.HoloViews(sam, css_classes=["hkd-sam"])),
-            pn.Row(pn.pane.HoloViews(rgb, css_classes=["hkd-rgb"]), pn.pane.HoloViews(self.aligned_view(), css_classes=["hkd-aligned"])))
-        return pn.Row(controls, main)
+            pn.FlexBox(pn.pane.HoloViews(psnr, css_classes=["hkd-psnr"]), pn.pane.HoloViews(sam, css_classes=["hkd-sam"]),
+                       sizing_mode="stretch_width"),
+            pn.FlexBox(pn.pane.HoloViews(rgb, css_classes=["hkd-rgb"]), pn.pane.HoloViews(self.aligned_view(), css_classes=["hkd-aligned"]),
+                       sizing_mode="stretch_width"),
+            sizing_mode="stretch_width", min_width=300)
+        return pn.Row(controls, main, css_classes=["hkd-explorer"], sizing_mode="stretch_width")
 
 # %% ../nbs/04_explorer.ipynb #2a87d42d
 _TERMS = ("loss", "mse", "ssim", "kl", "sam", "distill")
@@ -511,7 +553,8 @@ def run_summary(run_dir, live_s: float = 120.0) -> dict:
 class RunsDashboard(Viewer):
     """The runs under `runs_dir`: a table of every run and launched job (state, progress, the failure text of a failed
     job), loss terms, learning rate, throughput per device and peak GPU memory of the selected runs overlaid, and the
-    latest reconstruction figure. Works served (`hyperkd runs`) and in JupyterLab (`pn.extension()`, then display it)."""
+    latest reconstruction figure. Works served (`hyperkd runs`) and displayed in a notebook (no set-up needed: see
+    `notebook_extension` and `start_refreshing`). Until runs are picked, it shows `default_run()` and follows it."""
     runs_dir = param.String(default="runs", doc="Folder holding one sub-folder per run.")
     runs = param.ListSelector(default=[], objects=[], doc="Runs overlaid in the plots.")
     log_y = param.Boolean(default=True, doc="Logarithmic loss axes.")
@@ -523,10 +566,30 @@ class RunsDashboard(Viewer):
         super().__init__(runs_dir=str(runs_dir), **params)
         self._cache: dict = {}  # run name -> ((mtime, size), DataFrame)
         self._rows: list = []   # the last table
-        self._callback = None
+        self._callback, self._thread, self._stop = None, None, threading.Event()
+        self._shown = weakref.WeakKeyDictionary()  # view -> when it was rendered (for the notebook's comms)
+        self._lock = threading.RLock()  # refresh() runs in the refresh thread and in the user's cells
+        self._follow = not self.runs  # show default_run() until the user picks runs
+        self._picking = False  # True while the dashboard sets `runs` itself
+        self.refresh_error = ""  # the last error of a background refresh ("" when it worked)
+        self.param.watch(self._runs_picked, "runs")
         self.refresh()
-        if not self.runs and self.param.runs.objects:
-            self.runs = self.param.runs.objects[-1:]  # the most recent run
+
+    def _runs_picked(self, event):
+        if not self._picking:  # the user (widget or code) chose: stop following; an empty choice follows again
+            self._follow = not event.new
+
+    def _set_runs(self, runs, **more):
+        self._picking = True
+        try:
+            self.param.update(runs=runs, **more)
+        finally:
+            self._picking = False
+
+    def default_run(self) -> str | None:
+        "The newest live run (queued, running or live), else the newest run, else None (as of the last `refresh()`)."
+        live = [r["run"] for r in self._rows if r["state"] in ("queued", "running", "live")]
+        return (live or [r["run"] for r in self._rows] or [None])[0]
 
     def run_dirs(self) -> list[Path]:
         "Run folders (with a metrics.jsonl, or a job.json of a launched job not yet logging), oldest first."
@@ -537,12 +600,16 @@ class RunsDashboard(Viewer):
 
     def refresh(self) -> bool:
         "Re-read what changed on disk (metrics, job states); True (and `version` bumped) when anything did."
+        with self._lock:
+            return self._refresh()
+
+    def _refresh(self) -> bool:
         dirs = self.run_dirs()
         names = [p.name for p in dirs]
         changed = names != list(self.param.runs.objects)
         if changed:
             self.param.runs.objects = names
-            self.runs = [r for r in self.runs if r in names]
+            self._set_runs([r for r in self.runs if r in names])
         for p in dirs:
             f = p / "metrics.jsonl"
             if not f.exists():
@@ -560,8 +627,12 @@ class RunsDashboard(Viewer):
         if [(r["run"], r["state"], r["error"]) for r in rows] != [(r["run"], r["state"], r["error"]) for r in self._rows]:
             changed = True  # a job was queued, started, failed or stopped without a new metrics line
         self._rows = rows
-        if changed:
-            self.version += 1
+        runs = self.runs
+        if self._follow:
+            d = self.default_run()
+            runs = [d] if d else []
+        if changed or runs != self.runs:  # one update: the views redraw once
+            self._set_runs(runs, **({"version": self.version + 1} if changed else {}))
         return changed
 
     def metrics(self, run: str):
@@ -578,22 +649,36 @@ class RunsDashboard(Viewer):
         return {r["run"]: r["error"] for r in self._rows if r["state"] == "failed"}
 
     def _curves(self, column: str, ylabel: str, logy: bool = False):
-        curves = [hv.Curve(self.metrics(r)[["step", column]].dropna(), "step", hv.Dimension(column, label=ylabel), label=r)
-                  for r in self.runs if r in self._cache and column in self.metrics(r) and self.metrics(r)[column].notna().any()]
+        data = {r: self.metrics(r)[["step", column]].dropna() for r in self.runs if r in self._cache and column in self.metrics(r)}
+        data = {r: d[d[column] > 0] if logy else d for r, d in data.items()}  # a log axis shows positive values only
+        curves = [hv.Curve(d, "step", hv.Dimension(column, label=ylabel), label=r) for r, d in data.items() if len(d)]
         if not curves:
             return None
         return hv.Overlay(curves).opts(title=ylabel, logy=logy, width=340, height=230, show_grid=True,
                                        legend_position="top_right", show_legend=len(curves) > 1)
 
-    def plots(self, runs=None, version=None, log_y=None):
-        "Loss terms, lr, throughput per device and peak GPU memory of the selected runs: a HoloViews layout (or a note)."
+    def plot_list(self, log_y=None) -> list:
+        "The plots of `plots()`, one HoloViews overlay each: loss terms, lr, samples/s per device, peak GPU memory."
         logy = self.log_y if log_y is None else log_y
-        panels = [c for c in [self._curves(t, t if t != "loss" else "total loss", logy) for t in _TERMS]
-                  + [self._curves("lr", "learning rate")] + [self._curves(c, label, lg) for c, label, lg in _SYSTEM]
-                  if c is not None]
+        return [c for c in [self._curves(t, t if t != "loss" else "total loss", logy) for t in _TERMS]
+                + [self._curves("lr", "learning rate")] + [self._curves(c, label, lg) for c, label, lg in _SYSTEM]
+                if c is not None]
+
+    def plots(self, runs=None, version=None, log_y=None) -> pn.pane.HoloViews:
+        """Loss terms, lr, throughput per device and peak GPU memory of the selected runs: a Panel pane holding one
+        HoloViews layout (`.object`; or a note). A Panel pane, so a cell ending in `dash.plots()` draws it with the inline
+        resources of `notebook_extension` (HoloViews' own notebook display links the components' styles to a CDN)."""
+        notebook_extension()
+        panels = self.plot_list(log_y)
+        layout = hv.Layout(panels).cols(3).opts(shared_axes=False) if panels else hv.Div("<p>No run selected, or no metrics logged yet.</p>")
+        return pn.pane.HoloViews(layout, css_classes=["hkd-plots"])
+
+    def _plots(self, runs, version, log_y):
+        "The plots side by side, wrapping to the width they are given (a notebook's output area, a browser window)."
+        panels = self.plot_list(log_y)
         if not panels:
-            return hv.Div("<p>No run selected, or no metrics logged yet.</p>")
-        return hv.Layout(panels).cols(3).opts(shared_axes=False)
+            return pn.pane.Markdown("No run selected, or no metrics logged yet.", css_classes=["hkd-plots"])
+        return pn.FlexBox(*[pn.pane.HoloViews(p) for p in panels], css_classes=["hkd-plots"], sizing_mode="stretch_width")
 
     def latest_figure(self, runs=None, version=None) -> Path | None:
         "reconstruction.png of the most recently updated selected run that has one."
@@ -606,15 +691,23 @@ class RunsDashboard(Viewer):
         f = self.latest_figure(runs)
         if f is None:
             return pn.pane.Markdown("*No reconstruction figure yet (written when a run finishes).*")
-        return pn.Column(pn.pane.Markdown(f"**{f.parent.name}**: {f.name}"), pn.pane.PNG(f.read_bytes(), width=1000))
+        return pn.Column(pn.pane.Markdown(f"**{f.parent.name}**: {f.name}"),
+                         pn.pane.PNG(f.read_bytes(), sizing_mode="stretch_width", max_width=1000, css_classes=["hkd-figure"]),
+                         sizing_mode="stretch_width")
 
     def _table(self, version):
         t = self.table()
+        if self.refresh_error:
+            return pn.Column(pn.pane.Alert(f"The last re-read of `{self.runs_dir}` failed: {self.refresh_error}",
+                                           alert_type="warning"), self._table_pane(t), sizing_mode="stretch_width")
+        return self._table_pane(t)
+
+    def _table_pane(self, t):
         if t.empty:
             return pn.pane.Markdown(f"No runs under `{self.runs_dir}` yet: start one with `hyperkd distill` or `launch(cfg)`.")
         t = t.assign(error=[e.splitlines()[-1][:80] if e else "" for e in t.error])
         return pn.pane.DataFrame(t, index=False, css_classes=["hkd-runs-table"], sizing_mode="stretch_width",
-                                 float_format=lambda v: f"{v:.4g}")
+                                 styles={"overflow-x": "auto"}, float_format=lambda v: f"{v:.4g}")
 
     def teacher_signal(self, runs=None) -> str:
         "Markdown: each selected distillation run's teacher signal (teacher_signal.json) and its warnings."
@@ -646,22 +739,92 @@ class RunsDashboard(Viewer):
         return pn.pane.Markdown(text, css_classes=["hkd-failures"], sizing_mode="stretch_width")
 
     def start_refreshing(self):
-        "Re-read every `refresh_s` seconds (served: per session; JupyterLab: in the kernel's event loop)."
-        if self.refresh_s and self._callback is None:
-            self._callback = pn.state.add_periodic_callback(self.refresh, period=int(self.refresh_s * 1000))
+        """Re-read every `refresh_s` seconds while shown. Served (a Bokeh server session): a periodic callback of the
+        session. Displayed in a notebook: a daemon thread, since the kernel's event loop, where a periodic callback runs,
+        is busy while later cells run (Run All, a cell waiting for the job); the thread updates the displayed page
+        directly (Panel sends each change over the notebook's comm). One thread per dashboard; `stop_refreshing()`."""
+        if not self.refresh_s:
+            return
+        doc = pn.state.curdoc
+        if doc is not None and doc.session_context is not None:
+            if self._callback is None:
+                self._callback = pn.state.add_periodic_callback(self.refresh, period=int(self.refresh_s * 1000))
+        elif self._thread is None or not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=_refresh_loop, args=(weakref.ref(self), self._stop, self.refresh_s),
+                                            name=f"hyperkd-runs-refresh:{self.runs_dir}", daemon=True)
+            self._thread.start()
+
+    def stop_refreshing(self):
+        "Stop the periodic re-reads (thread or session callback)."
+        self._stop.set()
+        if self._callback is not None:
+            self._callback.stop()
+            self._callback = None
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        notebook_extension()  # offline JupyterLab: inline resources, whatever was loaded before
+        return super()._repr_mimebundle_(include, exclude)
 
     def __panel__(self):
+        notebook_extension()
+        view = self._view()
+        self._shown[view] = time.monotonic()
         pn.state.onload(self.start_refreshing)
-        select = pn.widgets.MultiSelect.from_param(self.param.runs, label="Runs (overlaid)", size=8, width=320)
+        return view
+
+    def _view(self):
+        select = pn.widgets.MultiSelect.from_param(self.param.runs, label="Runs (overlaid)", size=8, sizing_mode="stretch_width")
         return pn.Row(
             pn.Column("## HyperKD runs", f"`{Path(self.runs_dir).resolve()}`", select,
-                      pn.widgets.Checkbox.from_param(self.param.log_y, label="log loss axes"), width=340),
-            pn.Column(pn.panel(pn.bind(self._table, version=self.param.version)),
-                      pn.panel(pn.bind(self._failures, version=self.param.version)),
-                      pn.panel(pn.bind(self._signal, runs=self.param.runs, version=self.param.version)),
-                      pn.pane.HoloViews(pn.bind(self.plots, runs=self.param.runs, version=self.param.version, log_y=self.param.log_y),
-                                        css_classes=["hkd-plots"]),
-                      pn.panel(pn.bind(self._figure, runs=self.param.runs, version=self.param.version))))
+                      pn.widgets.Checkbox.from_param(self.param.log_y, label="log loss axes"), width=280),
+            pn.Column(pn.panel(pn.bind(self._table, version=self.param.version), sizing_mode="stretch_width"),
+                      pn.panel(pn.bind(self._failures, version=self.param.version), sizing_mode="stretch_width"),
+                      pn.panel(pn.bind(self._signal, runs=self.param.runs, version=self.param.version), sizing_mode="stretch_width"),
+                      pn.panel(pn.bind(self._plots, runs=self.param.runs, version=self.param.version, log_y=self.param.log_y),
+                               sizing_mode="stretch_width"),
+                      pn.panel(pn.bind(self._figure, runs=self.param.runs, version=self.param.version), sizing_mode="stretch_width"),
+                      sizing_mode="stretch_width", min_width=360),
+            sizing_mode="stretch_width", css_classes=["hkd-runs"])
+
+def _open_comms(view) -> int:
+    """Open the kernel's side of the notebook comms of `view`'s displayed outputs that are not open yet; how many.
+    Panel opens it when the browser asks, but a busy kernel reads that request only once its cells are done, and until
+    then Panel holds every update back. The browser registers the comm's target while it draws the output, so this
+    runs a few seconds after the view was rendered (`_COMM_GRACE_S`)."""
+    n = 0
+    for ref, (_, _, _, comm) in list(pn.state._views.items()):
+        if ref in view._models and hasattr(comm, "init") and getattr(comm, "_comm", True) is None:
+            comm.init()
+            comm.init = lambda: None  # the browser's own request, answered when the kernel is idle, must not open a second one
+            n += 1
+    return n
+
+_COMM_GRACE_S = 4.0
+
+def _refresh_loop(ref, stop: threading.Event, period: float):
+    "The notebook refresh thread: re-read every `period` s until stopped or the dashboard is gone (holds no reference)."
+    while not stop.wait(min(period, 1.0)):
+        dash = ref()
+        if dash is None:
+            return
+        shown = list(dash._shown.items())
+        if any(time.monotonic() - t < _COMM_GRACE_S for _, t in shown):
+            continue  # no update before its comms can open: Panel would queue it in the busy kernel's loop
+        for view, _ in shown:
+            _open_comms(view)
+        if time.monotonic() - getattr(dash, "_last_refresh", 0.0) < period - 0.05:
+            continue
+        dash._last_refresh = time.monotonic()
+        try:
+            dash.refresh()
+            if dash.refresh_error:
+                dash.refresh_error = ""
+                dash.version += 1
+        except Exception as e:  # shown on the page; the next re-read tries again
+            dash.refresh_error = f"{type(e).__name__}: {e}"
+            dash.version += 1
+        del dash
 
 # %% ../nbs/04_explorer.ipynb #ec932770
 def explorer_arg_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:

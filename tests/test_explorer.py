@@ -380,7 +380,7 @@ def test_runs_dashboard_shows_the_teacher_signal(tmp_path):
 
 
 def test_runs_dashboard_refreshes_inside_a_jupyter_kernel(tmp_path):
-    "Displayed in a notebook (a real ipykernel, as JupyterLab runs it), the dashboard re-reads the runs by itself."
+    "Displayed in a notebook (a real ipykernel, as JupyterLab runs it), the dashboard re-reads the runs while a cell runs."
     import nbformat
     from nbclient import NotebookClient
     runs = tmp_path / "runs"
@@ -389,10 +389,82 @@ def test_runs_dashboard_refreshes_inside_a_jupyter_kernel(tmp_path):
     (runs / "live" / "metrics.jsonl").write_text(line(1))
     cells = [f"import panel as pn\nfrom hyperkd.explorer import RunsDashboard\npn.extension()\n"
              f"dash = RunsDashboard({str(runs)!r}, refresh_s=0.3)\nv0 = dash.version\ndash",
-             f"import asyncio, pathlib\nwith open({str(runs / 'live' / 'metrics.jsonl')!r}, 'a') as f:\n    f.write({line(2)!r})\n"
-             "await asyncio.sleep(2.0)  # the kernel's event loop runs the dashboard's periodic re-read meanwhile\n"
+             f"import time\nwith open({str(runs / 'live' / 'metrics.jsonl')!r}, 'a') as f:\n    f.write({line(2)!r})\n"
+             "time.sleep(8.0)  # the kernel is busy (as during Run All): the dashboard's thread re-reads meanwhile\n"
              "print('VERSION', dash.version > v0, list(dash.metrics('live').step))"]
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    # store_widget_state=False: nbclient's widget-state hook fails on Panel's comm messages (JSON strings)
+    NotebookClient(nb, timeout=120, kernel_name="python3", store_widget_state=False,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
     out = "".join(o.get("text", "") for o in nb.cells[1].outputs)
     assert "VERSION True [1, 2]" in out, nb.cells[1].outputs
+
+
+def test_reconstruction_figure_keeps_its_text_inside(tmp_path):
+    "Every title and label of reconstruction.png lies inside the image (the first title was clipped at the left edge)."
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.text import Text
+    cfg = TrainConfig.for_mode("mae", name="fig", runs_dir=str(tmp_path), steps=1, img_size=32, patch_size=8, demo_scenes=1,
+                               demo_size=64, batch_size=4, progress=False)
+    fig = Trainer(cfg, log=lambda *a: None).reconstruction_figure(tmp_path / "reconstruction.png")
+    assert (tmp_path / "reconstruction.png").stat().st_size > 0
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    W, H = canvas.get_width_height()
+    texts = [fig._suptitle] + [a.title for a in fig.axes] + [fig.axes[4].xaxis.label] + fig.axes[4].get_legend().get_texts()
+    texts = [t for t in texts if t is not None and t.get_text().strip()]
+    assert texts[1].get_text().startswith("input")
+    for t in texts:
+        b = t.get_window_extent(canvas.get_renderer())
+        assert b.x0 >= 0 and b.x1 <= W and b.y0 >= 0 and b.y1 <= H, (t.get_text(), b.bounds, (W, H))
+
+
+def test_runs_dashboard_follows_the_newest_live_run(tmp_path):
+    "Unpicked, the dashboard shows the newest live run, else the newest run; a pick stops that, an empty pick resumes it."
+    runs = tmp_path / "runs"
+    line = lambda s: json.dumps({"step": s, "loss": 1.0 / s, "lr": 1e-3, "samples_per_s": 5.0}) + "\n"
+    for name in ("old", "done"):
+        (runs / name).mkdir(parents=True)
+        (runs / name / "metrics.jsonl").write_text(line(1))
+        os.utime(runs / name / "metrics.jsonl", (time.time() - 600, time.time() - 600))  # not live any more
+    (runs / "done" / "student.pt").write_bytes(b"")
+    os.utime(runs / "old" / "metrics.jsonl", (time.time() - 900, time.time() - 900))
+    dash = RunsDashboard(runs, refresh_s=0)
+    assert dash.runs == ["done"] and dash.default_run() == "done"  # no live run: the newest one
+    (runs / "live").mkdir()
+    (runs / "live" / "metrics.jsonl").write_text(line(1))
+    assert dash.refresh() and dash.runs == ["live"]
+    dash.runs = ["old"]  # the user's pick
+    with open(runs / "live" / "metrics.jsonl", "a") as f:
+        f.write(line(2))
+    assert dash.refresh() and dash.runs == ["old"]
+    dash.runs = []
+    dash.refresh()
+    assert dash.runs == ["live"]
+
+
+def test_runs_dashboard_refreshes_from_a_thread_outside_a_server(tmp_path):
+    "Rendered outside a Bokeh server (a notebook), the re-reads run in a thread, not in an event loop that may be busy."
+    runs = tmp_path / "runs"
+    (runs / "live").mkdir(parents=True)
+    line = lambda s: json.dumps({"step": s, "loss": 1.0 / s, "lr": 1e-3, "samples_per_s": 5.0}) + "\n"
+    (runs / "live" / "metrics.jsonl").write_text(line(1))
+    dash = RunsDashboard(runs, refresh_s=0.2)
+    hv.extension("bokeh", logo=False)
+    root = pn.panel(dash).get_root(Document())
+    assert dash._thread is not None and dash._thread.is_alive() and dash._callback is None
+    with open(runs / "live" / "metrics.jsonl", "a") as f:
+        f.write(line(2))
+    t0 = time.time()
+    while list(dash.metrics("live").step) != [1, 2] and time.time() - t0 < 30:
+        time.sleep(0.1)  # nothing else refreshes it: no event loop runs here
+    assert list(dash.metrics("live").step) == [1, 2]
+    steps = lambda: [list(r.data_source.data["step"]) for r in _find(_plots(root), "total loss").renderers
+                     if isinstance(r, GlyphRenderer)]
+    t0 = time.time()
+    while steps() != [[1, 2]] and time.time() - t0 < 10:
+        time.sleep(0.1)  # the thread redraws right after reading
+    assert steps() == [[1, 2]]
+    dash.stop_refreshing()
+    dash._thread.join(5)
+    assert not dash._thread.is_alive()
