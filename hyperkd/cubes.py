@@ -30,7 +30,8 @@ from .enmap import (ENMAP_NODATA, ProductError, _PRODUCT_RE, _check_readable, _c
 from .products import READABLE, sniff, is_desis, refuse_desis, open_product
 
 # %% auto #0
-__all__ = ['RESAMPLE_METHODS', 'write_cube', 'open_cube', 'cache_dir', 'to_preset', 'cache_info', 'clear_cache']
+__all__ = ['ENVI_DATA_SUFFIXES', 'RESAMPLE_METHODS', 'write_cube', 'open_cube', 'cache_dir', 'to_preset', 'cache_info',
+           'clear_cache']
 
 # %% ../nbs/01_data2_cubes.ipynb #f53f38c2
 def write_cube(cube: xr.DataArray, path, driver: str = "GTiff", dtype=None, scale: float = 1.0, nodata=None) -> Path:
@@ -179,6 +180,8 @@ def _band_sensor(path: Path, meta: dict, count: int, named, wavelengths, units) 
 
 
 # %% ../nbs/01_data2_cubes.ipynb #1016fbf8
+ENVI_DATA_SUFFIXES = (".img", ".dat", ".bsq", ".bil", ".bip", ".raw", ".IMG", ".DAT", ".BSQ", ".BIL", ".BIP", ".RAW")  # beside name.hdr
+
 def open_cube(path, chunks="auto", wavelengths=None, units: str | None = None, scale_factor: float | None = None,
               ortho: bool = False, log=print) -> xr.DataArray:
     """Open a hyperspectral cube as a lazy float32 (band, y, x) reflectance DataArray with `wavelength`/`fwhm`
@@ -204,9 +207,13 @@ def open_cube(path, chunks="auto", wavelengths=None, units: str | None = None, s
     if path.is_dir() or (_PRODUCT_RE.match(path.name) and wavelengths is None and not is_desis(path)):
         return open_enmap(path, chunks=chunks)
     if path.suffix.lower() == ".hdr":
-        data_files = [p for p in path.parent.glob(path.stem + "*") if p.suffix.lower() not in (".hdr", ".xml", ".aux")]
-        if not data_files:
-            raise ProductError(f"{path}: ENVI header without its data file.")
+        # ENVI pairs `name.hdr` with `name` or `name.<ext>`: exact names only, never another file sharing the stem
+        data_files = [p for p in [path.with_suffix("")] + [path.with_suffix(e) for e in ENVI_DATA_SUFFIXES] if p.is_file()]
+        if len(data_files) != 1:
+            raise ProductError(f"{path}: " + ("ENVI header without its data file (looked for "
+                               f"{path.with_suffix('').name} and {path.stem}{{{','.join(ENVI_DATA_SUFFIXES)}}})."
+                               if not data_files else f"several data files match this header ({', '.join(p.name for p in data_files)}); "
+                               "open the data file itself."))
         path = data_files[0]
     try:
         count, *_ = _check_readable(path)

@@ -128,9 +128,9 @@ class TrainConfig:
         self.student_layers, self.teacher_layers = tuple(self.student_layers), tuple(self.teacher_layers)
         if len(self.student_layers) != len(self.teacher_layers):
             raise ValueError("student_layers and teacher_layers must pair up (same length).")
-        _refuse_untrainable(self)
         if self.img_size % self.patch_size:
             raise ValueError(f"img_size {self.img_size} must be a multiple of patch_size {self.patch_size}.")
+        _refuse_untrainable(self)
 
     @classmethod
     def for_mode(cls, mode: str, **overrides) -> "TrainConfig":

@@ -425,3 +425,9 @@ def test_nodata_is_left_out_of_the_loss(tmp_path, monkeypatch):
     assert set(per_patch) <= {0, 4 * 16} and 4 * 16 in per_patch  # a top patch: its 4 nodata rows, and nothing else
     assert torch.isfinite(target[~nodata[:, None].expand_as(target)]).all()
     assert all(np.isfinite(v) for v in read_metrics(tmp_path / "nd")["loss"])
+
+
+def test_image_size_not_a_multiple_of_the_patch_is_named_first():
+    "A 12-px image with 8-px patches is refused for its size, not blamed on a mask_ratio the user never set."
+    with pytest.raises(ValueError, match="img_size 12 must be a multiple of patch_size 8"):
+        TrainConfig.for_mode("mae", img_size=12, patch_size=8)

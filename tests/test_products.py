@@ -216,3 +216,14 @@ def test_bbl_still_applies_with_wavelengths_given(tmp_path):
     f = _envi(tmp_path, np.full((4, 3, 3), 0.3), "bbl = {1, 0, 1, 1}\n")
     c = open_cube(f, wavelengths=[500, 600, 700, 800], log=lambda *a: None)
     np.testing.assert_allclose(c.wavelength.values, [500, 700, 800])
+
+
+def test_envi_header_opens_its_own_data_file_only(tmp_path):
+    "name.hdr pairs with `name` or `name.<ext>`; a sibling that merely shares the stem is never read."
+    hdr = _envi(tmp_path, np.full((3, 4, 4), 0.25, np.float32), "wavelength units = nm\n").with_suffix(".hdr")
+    (tmp_path / "c_old.img").write_bytes(b"not this one")  # shares the stem 'c', sorts before 'c.bsq'
+    (tmp_path / "cache").mkdir()
+    np.testing.assert_allclose(open_cube(hdr, log=lambda *a: None).values, 0.25)
+    (tmp_path / "c.bsq").rename(tmp_path / "cache" / "c.bsq")
+    with pytest.raises(ProductError, match="c.hdr: ENVI header without its data file"):
+        open_cube(hdr)
