@@ -274,7 +274,14 @@ def test_terratorch_finetunes_an_exported_student(exported, tmp_path):
     assert grad is not None and grad.abs().sum() > 0
 
     # two optimiser steps through terratorch's command line (`terratorch fit --config seg.yaml`), in process
-    cli = build_lightning_cli(["fit", "--config", str(tmp_path / "seg.yaml")])
+    # terratorch's CLI writes GDAL settings into os.environ for the whole process (GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR
+    # hides an ENVI file's .hdr from GDAL): give every later test the environment it had
+    saved = dict(os.environ)
+    try:
+        cli = build_lightning_cli(["fit", "--config", str(tmp_path / "seg.yaml")])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
     assert cli.trainer.global_step == 2
     assert not torch.equal(cli.model.model.encoder.encoder.patch_embed.proj.weight.detach(), ref.encoder.patch_embed.proj.weight)
     assert (tmp_path / "config.yaml").exists(), "the CLI writes its config under default_root_dir, not the working directory"
