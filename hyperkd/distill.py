@@ -24,7 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torch.distributed as dist
 
-from .spectral import ENMAP_PRESETS, HLS_BANDS, alignment_matrix, get_sensor, hls, to_nm
+from .spectral import ENMAP_PRESETS, HLS_BANDS, SENSORS, alignment_matrix, get_sensor, hls, to_nm
 from .data import (BandStats, PatchDataset, atomic_file, band_stats, demo_scene, load_multispectral_scene, open_cube,
                           spectral_earth_patches, open_spectral_earth_patch)
 from .cubes import RESAMPLE_METHODS, cache_dir
@@ -269,9 +269,9 @@ def _check_file_metadata(cfg) -> None:
         except ValueError as e:
             raise ValueError(f"wavelength_units: {e}") from None
     wl = cfg.wavelengths
-    if isinstance(wl, str) and wl not in ENMAP_PRESETS and not Path(wl).is_file():
-        raise ValueError(f"wavelengths={wl!r}: expected a band preset {ENMAP_PRESETS}, a CSV file of band centres, or a "
-                         "list of numbers; no such file.")
+    if isinstance(wl, str) and wl.lower() not in SENSORS and not Path(wl).is_file():  # the names band_table reads
+        raise ValueError(f"wavelengths={wl!r}: expected a built-in sensor or band preset ({', '.join(sorted(SENSORS))}), "
+                         "a CSV file of band centres, or a list of numbers; no such file.")
     if isinstance(wl, (list, tuple)) and not all(isinstance(v, (int, float)) for v in wl):
         raise ValueError(f"wavelengths: expected numbers (band centres), got {wl[:4]!r}....")
 
