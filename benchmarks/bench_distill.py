@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import hyperkd.distill
+import hyperkd.step
 from hyperkd.distill import TrainConfig, Trainer
 from hyperkd.models import PRITHVI_PRESETS, PrithviMAE, save_prithvi
 
@@ -72,12 +72,12 @@ def loss_before():
     mod = importlib.util.module_from_spec(spec)
     sys.modules["frozen_losses"] = mod
     spec.loader.exec_module(mod)
-    orig = hyperkd.distill.HyperKDLoss
-    hyperkd.distill.HyperKDLoss = mod.HyperKDLoss
+    orig = hyperkd.step.HyperKDLoss
+    hyperkd.step.HyperKDLoss = mod.HyperKDLoss
     try:
         yield
     finally:
-        hyperkd.distill.HyperKDLoss = orig
+        hyperkd.step.HyperKDLoss = orig
 
 
 def _status_kib(key: str) -> int:

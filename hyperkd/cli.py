@@ -9,8 +9,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .distill import (EXIT_STOPPED, MODES, TrainConfig, TrainingDiverged, TrainingStopped, apply_overrides,
-                             graceful_stop, resume, train)
+from .config import MODES, TrainConfig, apply_overrides
+from .signals import EXIT_STOPPED, STOP_SIGNALS, exit_status
+from .distill import resume, train
 from .models import PRITHVI_PRESETS
 
 # %% auto #0
@@ -35,7 +36,7 @@ def _export(a) -> int:
         print(f"pushed: {push_export(out, a.push, private=a.private or None)}")
     return 0
 
-# %% ../nbs/05_cli.ipynb #75f87647
+# %% ../nbs/05_cli.ipynb #3cf2dfa1
 _COMMANDS = {"distill": "distill", "mae": "mae", "pretrain-teacher": "teacher"}
 
 def _train_parser(sub, name, help):
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("runs", add_help=False, help="serve the training-run dashboard in the browser (--help for its flags)")
     return ap
 
+# %% ../nbs/05_cli.ipynb #f31b378a
 def _serve(command: str, rest: list) -> int:
     "`hyperkd explore|runs`: their flags are the apps' own (hyperkd.explorer), plus where to serve."
     from hyperkd import explorer as E
@@ -102,6 +104,7 @@ def _ablate(a) -> int:
     print(f"results: {a.out}")
     return 0
 
+# %% ../nbs/05_cli.ipynb #00104da7
 def config_from_args(a) -> TrainConfig:
     "The TrainConfig a command line asks for (mode defaults < --config < flags < --set)."
     mode = _COMMANDS[a.command]
@@ -121,36 +124,22 @@ def config_from_args(a) -> TrainConfig:
     return cfg
 
 def main(argv=None) -> int:
+    "`hyperkd ...`: the exit status (0 finished, 2 bad input or divergence, `EXIT_STOPPED` after a stop signal)."
     parser = build_parser()
     a, rest = parser.parse_known_args(argv)
     if a.command in ("explore", "runs"):
         return _serve(a.command, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    try:
-        if a.command == "ablate":
-            return _ablate(a)
-        if a.command == "export":
-            return _export(a)
-        with graceful_stop():  # SIGTERM/SIGUSR1: finish the step, checkpoint, exit with EXIT_STOPPED
-            if a.resume:
-                run = resume(a.resume, **({"steps": a.steps} if a.steps else {}))
-            else:
-                run = train(config_from_args(a))
-    except TrainingStopped as e:
-        print(f"hyperkd {a.command}: {e}", file=sys.stderr)
-        return EXIT_STOPPED
-    except (ValueError, FileNotFoundError, FileExistsError, TrainingDiverged) as e:
-        print(f"hyperkd {a.command}: error: {e}", file=sys.stderr)
-        return 2
-    finally:  # under torchrun: free the trainer (and its DDP wrapper), then shut the process group down, before exit
-        import gc
-        import torch.distributed as dist
-        if dist.is_available() and dist.is_initialized():
-            gc.collect()
-            dist.destroy_process_group()
-    print(f"run folder: {run}")
-    return 0
+    if a.command in ("ablate", "export"):
+        code, out = exit_status(lambda: (_ablate if a.command == "ablate" else _export)(a), f"hyperkd {a.command}", signals=())
+        return out if code == 0 else code
+    # SIGTERM/SIGUSR1: finish the step, checkpoint, exit with EXIT_STOPPED
+    code, run = exit_status(lambda: resume(a.resume, **({"steps": a.steps} if a.steps else {})) if a.resume
+                            else train(config_from_args(a)), f"hyperkd {a.command}", STOP_SIGNALS)
+    if code == 0:
+        print(f"run folder: {run}")
+    return code
 
 if __name__ == "__main__" and "__file__" in globals():  # python -m hyperkd.cli / torchrun -m hyperkd.cli
     sys.exit(main())

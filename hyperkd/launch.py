@@ -18,13 +18,15 @@ from dataclasses import replace
 from pathlib import Path
 
 from .data import atomic_file
-from .distill import EXIT_STOPPED, TrainConfig, graceful_stop
+from .config import TrainConfig
+from .signals import EXIT_STOPPED, STOP_SIGNALS, exit_status
+from .distill import resume as resume_run, train
 
 
 # %% auto #0
 __all__ = ['STATES', 'EXECUTORS', 'Job', 'SlurmTask', 'launch']
 
-# %% ../nbs/02a_launch.ipynb #f4da3526
+# %% ../nbs/02a_launch.ipynb #cd4c04d7
 _CLI = {"distill": "distill", "mae": "mae", "teacher": "pretrain-teacher"}
 STATES = ("queued", "running", "finished", "failed", "stopped")
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -49,26 +51,9 @@ def _alive(pid: int) -> bool:
     except ChildProcessError:
         return True
 
-class Job:
-    "A training run started by `launch`, found again by its run folder (`Job.attach`), in any Python process."
-    def __init__(self, run_dir, info: dict | None = None):
-        self.run_dir = Path(run_dir)
-        self.info = info or json.loads((self.run_dir / "job.json").read_text())
-
-    @classmethod
-    def attach(cls, run_dir) -> "Job":
-        "The job whose run folder is `run_dir` (after a kernel restart, from another notebook or a shell)."
-        f = Path(run_dir) / "job.json"
-        if not f.exists():
-            raise FileNotFoundError(f"{f}: no job was launched into {run_dir} (launch(cfg) writes job.json).")
-        return cls(run_dir)
-
-    def __repr__(self):
-        return f"Job({str(self.run_dir)!r}, {self.executor}, {self.status()['state']})"
-
-    @property
-    def executor(self) -> str: return self.info["executor"]
-
+# %% ../nbs/02a_launch.ipynb #15ab6836
+class _JobLog:
+    "What a `Job` reads from its run folder and its scheduler: the log, the exit status, the last step."
     @property
     def log_path(self) -> Path:
         "Where the run's output goes: `launch.log` (local) or the first task's submitit log (Slurm)."
@@ -103,6 +88,66 @@ class Job:
             except Exception:  # sacct missing or not answering: the job's fate is unknown, not failed
                 return "UNKNOWN"
         return "RUNNING" if _alive(self.info["pid"]) else "GONE"
+
+# %% ../nbs/02a_launch.ipynb #a007c0c4
+class _JobSignals:
+    "How a `Job` is stopped (gracefully) or preempted (to rehearse a requeue)."
+    def stop(self, sig: int = signal.SIGTERM) -> "Job":
+        """Ask the run to stop gracefully: it finishes the current step, writes checkpoint.pt and exits (state
+        `stopped`); `resume()` continues it exactly. A Slurm job still queued is cancelled."""
+        st = self.status()["state"]
+        if st not in ("queued", "running"):
+            return self
+        if self.executor == "slurm":
+            cmd = ["scancel", self.info["job_id"]] if st == "queued" else ["scancel", f"--signal={signal.Signals(sig).name[3:]}", self.info["job_id"]]
+            subprocess.run(cmd, check=True, capture_output=True, text=True)
+        elif self.executor == "submitit-local":
+            os.kill(self.info["pid"], signal.SIGTERM)  # submitit's local controller forwards SIGTERM to every task
+        else:
+            try:
+                os.killpg(self.info["pgid"], sig)
+            except ProcessLookupError:
+                pass
+        return self
+
+    def preempt(self) -> "Job":
+        """Send what Slurm sends before a time limit or a preemption (SIGUSR2) to every task of a submitit job: the
+        run checkpoints after its step and requeues itself with `--resume`. To rehearse the requeue path."""
+        if self.executor == "local":
+            raise ValueError(f"{self.run_dir}: preempt() is for submitit jobs (executor 'slurm' or 'submitit-local'); "
+                             "a local job stops with stop() and continues with resume().")
+        if self.executor == "slurm":
+            subprocess.run(["scancel", "--signal=USR2", self.info["job_id"]], check=True, capture_output=True, text=True)
+            return self
+        ctrl = self.info["pid"]  # submitit's local controller: its children are the tasks
+        kids = Path(f"/proc/{ctrl}/task/{ctrl}/children")
+        for pid in (kids.read_text().split() if kids.exists() else []):
+            try:
+                os.kill(int(pid), signal.SIGUSR2)
+            except ProcessLookupError:
+                pass
+        return self
+
+# %% ../nbs/02a_launch.ipynb #d1b3b660
+class Job(_JobLog, _JobSignals):
+    "A training run started by `launch`, found again by its run folder (`Job.attach`), in any Python process."
+    def __init__(self, run_dir, info: dict | None = None):
+        self.run_dir = Path(run_dir)
+        self.info = info or json.loads((self.run_dir / "job.json").read_text())
+
+    @classmethod
+    def attach(cls, run_dir) -> "Job":
+        "The job whose run folder is `run_dir` (after a kernel restart, from another notebook or a shell)."
+        f = Path(run_dir) / "job.json"
+        if not f.exists():
+            raise FileNotFoundError(f"{f}: no job was launched into {run_dir} (launch(cfg) writes job.json).")
+        return cls(run_dir)
+
+    def __repr__(self):
+        return f"Job({str(self.run_dir)!r}, {self.executor}, {self.status()['state']})"
+
+    @property
+    def executor(self) -> str: return self.info["executor"]
 
     def status(self) -> dict:
         """{'state': queued | running | finished | failed | stopped, 'step', 'steps', 'exit_code', 'error'}: what a
@@ -140,42 +185,6 @@ class Job:
                 raise TimeoutError(f"{self.run_dir}: still {st['state']} after {timeout} s (step {st['step']}).")
             time.sleep(poll)
 
-    def stop(self, sig: int = signal.SIGTERM) -> "Job":
-        """Ask the run to stop gracefully: it finishes the current step, writes checkpoint.pt and exits (state
-        `stopped`); `resume()` continues it exactly. A Slurm job still queued is cancelled."""
-        st = self.status()["state"]
-        if st not in ("queued", "running"):
-            return self
-        if self.executor == "slurm":
-            cmd = ["scancel", self.info["job_id"]] if st == "queued" else ["scancel", f"--signal={signal.Signals(sig).name[3:]}", self.info["job_id"]]
-            subprocess.run(cmd, check=True, capture_output=True, text=True)
-        elif self.executor == "submitit-local":
-            os.kill(self.info["pid"], signal.SIGTERM)  # submitit's local controller forwards SIGTERM to every task
-        else:
-            try:
-                os.killpg(self.info["pgid"], sig)
-            except ProcessLookupError:
-                pass
-        return self
-
-    def preempt(self) -> "Job":
-        """Send what Slurm sends before a time limit or a preemption (SIGUSR2) to every task of a submitit job: the
-        run checkpoints after its step and requeues itself with `--resume`. To rehearse the requeue path."""
-        if self.executor == "local":
-            raise ValueError(f"{self.run_dir}: preempt() is for submitit jobs (executor 'slurm' or 'submitit-local'); "
-                             "a local job stops with stop() and continues with resume().")
-        if self.executor == "slurm":
-            subprocess.run(["scancel", "--signal=USR2", self.info["job_id"]], check=True, capture_output=True, text=True)
-            return self
-        ctrl = self.info["pid"]  # submitit's local controller: its children are the tasks
-        kids = Path(f"/proc/{ctrl}/task/{ctrl}/children")
-        for pid in (kids.read_text().split() if kids.exists() else []):
-            try:
-                os.kill(int(pid), signal.SIGUSR2)
-            except ProcessLookupError:
-                pass
-        return self
-
     def resume(self, **launch_kwargs) -> "Job":
         "Continue a stopped (or failed) run from its checkpoint, in the background, with the same launcher settings."
         st = self.status()
@@ -184,6 +193,7 @@ class Job:
         kw = {**self.info.get("launch", {}), **launch_kwargs}
         return launch(TrainConfig.from_yaml(self.run_dir / "config.yaml"), resume=True, **kw)
 
+# %% ../nbs/02a_launch.ipynb #37213e7d
 def _error_lines(text: str, n: int = 12) -> str:
     "The command line's own error message in a log (`hyperkd <mode>: error: ...`), else the end of a traceback."
     lines = [l for l in text.splitlines() if l.strip()]
@@ -195,6 +205,7 @@ def _error_lines(text: str, n: int = 12) -> str:
     idx = [i for i, l in enumerate(lines) if "Traceback" in l or "error" in l.lower() or "Error" in l]
     return "\n".join(lines[idx[0]:][-n:]) if idx else ""
 
+# %% ../nbs/02a_launch.ipynb #6df09813
 def _run_dir(cfg: TrainConfig) -> Path:
     return Path(cfg.runs_dir) / (cfg.name or f"{cfg.mode}-{time.strftime('%Y%m%d-%H%M%S')}")
 
@@ -209,7 +220,7 @@ def _command(cfg: TrainConfig, run_dir: Path, procs: int, resume: bool, port: in
     return [sys.executable, "-m", "torch.distributed.run", *rdzv, "--nnodes", "1", "--nproc_per_node", str(procs),
             "-m", "hyperkd.cli", *cli]
 
-# %% ../nbs/02a_launch.ipynb #79ea5e2b
+# %% ../nbs/02a_launch.ipynb #5d897746
 def _minutes(t) -> int:
     "A Slurm time limit in minutes, from minutes or 'MM', 'HH:MM:SS', 'D-HH:MM[:SS]'."
     if isinstance(t, (int, float)):
@@ -228,6 +239,7 @@ def _minutes(t) -> int:
         h, m, sec = ([0] * (3 - len(parts)) + parts) if len(parts) == 3 else (0, parts[0], parts[1] if len(parts) > 1 else 0)
     return max(1, int(days or 0) * 1440 + h * 60 + m + math.ceil(sec / 60))
 
+# %% ../nbs/02a_launch.ipynb #cc540045
 def _stop_signal(run_dir: Path) -> int | None:
     f = Path(run_dir) / "stopped.json"
     try:
@@ -237,7 +249,7 @@ def _stop_signal(run_dir: Path) -> int | None:
 
 class SlurmTask:
     """What every task of a submitit job runs (Slurm, or submitit's local stand-in): the DDP environment from
-    submitit's job environment, then `hyperkd <mode>` in this process. Slurm's warning before a time limit or a
+    submitit's job environment, then the run in this process (`train` or `resume`, as `hyperkd <mode>` would). Slurm's warning before a time limit or a
     preemption (SIGUSR2) makes the trainer finish its step and write `checkpoint.pt`; then submitit calls
     `checkpoint()`, which requeues the job as `--resume`. SIGTERM/SIGUSR1 (`Job.stop`) stop it for good (`stopped`)."""
     def __init__(self, run_dir, mode: str, resume: bool = False, env: dict | None = None):
@@ -245,7 +257,6 @@ class SlurmTask:
 
     def __call__(self) -> int:
         import submitit
-        from .cli import main
         os.environ.update({k: str(v) for k, v in self.env.items()})
         job_env = submitit.JobEnvironment()
         if job_env.num_tasks > 1:  # MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK for init_process_group (env://)
@@ -258,8 +269,12 @@ class SlurmTask:
             if resume and (s := _stop_signal(run_dir)) is not None:
                 print(f"hyperkd: continuing {run_dir} after a stop by signal {s} (job {job_env.job_id})", flush=True)
                 (run_dir / "stopped.json").unlink()
-        with graceful_stop(("SIGUSR2",)):  # submitit's own handler would requeue mid-step; ours finishes the step first
-            code = main(_cli_args(self.mode, run_dir, resume))
+        def run():  # what `hyperkd <mode> --config launch.yaml` or `--resume` runs, called directly
+            if resume:
+                return resume_run(run_dir)
+            return train(TrainConfig.from_yaml(run_dir / "launch.yaml", mode=self.mode, progress=False))
+        # SIGUSR2: submitit's own handler would requeue mid-step; ours finishes the step first
+        code, _ = exit_status(run, f"hyperkd {_CLI[self.mode]}", ("SIGUSR2", *STOP_SIGNALS))
         if code == EXIT_STOPPED and _stop_signal(run_dir) == int(signal.SIGUSR2):
             if rank == 0:  # time limit or preemption: hand over to submitit, which calls checkpoint() and requeues
                 signal.raise_signal(signal.SIGUSR2)
@@ -276,6 +291,7 @@ class SlurmTask:
         import submitit
         return submitit.helpers.DelayedSubmission(SlurmTask(self.run_dir, self.mode, resume=True, env=self.env))
 
+# %% ../nbs/02a_launch.ipynb #fc2dbb43
 def _submitit_executor(executor: str, folder: Path, name: str, nodes: int, tasks: int, gpus_per_node: int,
                        minutes: int, partition, account, max_timeouts: int, slurm: dict | None):
     try:
@@ -302,7 +318,49 @@ def _submitit_executor(executor: str, folder: Path, name: str, nodes: int, tasks
     ex.update_parameters(**{k: v for k, v in params.items() if v is not None})
     return ex
 
-# %% ../nbs/02a_launch.ipynb #e7708e52
+# %% ../nbs/02a_launch.ipynb #27f6010a
+def _start_local(cfg: TrainConfig, run_dir: Path, n: int, gpus, resume: bool, env, port, kwargs: dict) -> Job:
+    """`launch` on this machine: `hyperkd <mode>` (torchrun with `n` > 1 processes) in a session of its own, its
+    output to `launch.log`, its exit status to `exit_code` (by the `sh` that waits for it); job.json written."""
+    cmd = _command(cfg, run_dir, n, resume, port)
+    # sh waits for the run and records its exit status; a trap (not an ignore) keeps the signal's default in the run
+    script = 'trap "true" TERM USR1; "$@"; code=$?; echo $code > "$0.tmp" && mv "$0.tmp" "$0"'
+    log = open(run_dir / "launch.log", "ab")
+    log.write(f"\n=== {time_mod.strftime('%Y-%m-%d %H:%M:%S')} {'resume' if resume else 'launch'}: {shlex.join(cmd)}\n".encode())
+    log.flush()
+    penv = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if not gpus:  # procs=N: CPU processes (gloo), even on a machine with GPUs
+        penv["CUDA_VISIBLE_DEVICES"] = ""
+    p = subprocess.Popen(["/bin/sh", "-c", script, str(run_dir / "exit_code"), *cmd], stdout=log, stderr=subprocess.STDOUT,
+                         stdin=subprocess.DEVNULL, start_new_session=True, env=penv, cwd=os.getcwd())
+    log.close()
+    info = {"executor": "local", "pid": p.pid, "pgid": p.pid, "cmd": cmd, "started": time_mod.time(), "procs": n,
+            "gpus": gpus or 0, "steps": cfg.steps, "mode": cfg.mode, "launch": kwargs}
+    _write_json(run_dir / "job.json", info)
+    return Job(run_dir, info)
+
+# %% ../nbs/02a_launch.ipynb #31435c5c
+def _submit(cfg: TrainConfig, run_dir: Path, executor: str, resume: bool, env, kwargs: dict, nodes: int,
+            gpus_per_node, procs, partition, minutes: int, account, max_timeouts: int, slurm) -> Job:
+    "`launch` through submitit (Slurm, or its local stand-in): one `SlurmTask` per process; job.json written."
+    tasks = int(gpus_per_node or procs or 1)
+    folder = run_dir / "submitit"
+    ex = _submitit_executor(executor, folder, run_dir.name, nodes, tasks, int(gpus_per_node or 0), minutes,
+                            partition, account, max_timeouts, slurm)
+    task_env = {"PYTHONUNBUFFERED": "1", **(env or {})}
+    if not gpus_per_node:
+        task_env["CUDA_VISIBLE_DEVICES"] = ""
+    from hyperkd.launch import SlurmTask as task  # the package's class (pickled by reference), also from this notebook
+    sj = ex.submit(task(run_dir, cfg.mode, resume=resume, env=task_env))
+    info = {"executor": executor, "job_id": str(sj.job_id), "folder": str(folder), "started": time_mod.time(),
+            "nodes": nodes, "tasks": nodes * tasks, "gpus": nodes * int(gpus_per_node or 0), "steps": cfg.steps,
+            "mode": cfg.mode, "launch": kwargs}
+    if executor == "submitit-local":
+        info["pid"] = sj._process.pid  # submitit's controller process, which forwards SIGTERM to the tasks
+    _write_json(run_dir / "job.json", info)
+    return Job(run_dir, info)
+
+# %% ../nbs/02a_launch.ipynb #41f33684
 def launch(cfg: TrainConfig, gpus: int | None = None, procs: int | None = None, executor: str = "local",
            resume: bool = False, env: dict | None = None, port: int | None = None, *, nodes: int = 1,
            gpus_per_node: int | None = None, partition: str | None = None, time: int | str = "24:00:00",
@@ -353,35 +411,6 @@ def launch(cfg: TrainConfig, gpus: int | None = None, procs: int | None = None, 
     if executor != "local":
         kwargs.update(nodes=nodes, gpus_per_node=gpus_per_node, partition=partition, time=time, account=account,
                       max_timeouts=max_timeouts, slurm=slurm)
-        tasks = int(gpus_per_node or procs or 1)
-        folder = run_dir / "submitit"
-        ex = _submitit_executor(executor, folder, run_dir.name, nodes, tasks, int(gpus_per_node or 0), minutes,
-                                partition, account, max_timeouts, slurm)
-        task_env = {"PYTHONUNBUFFERED": "1", **(env or {})}
-        if not gpus_per_node:
-            task_env["CUDA_VISIBLE_DEVICES"] = ""
-        from hyperkd.launch import SlurmTask as task  # the package's class (pickled by reference), also from this notebook
-        sj = ex.submit(task(run_dir, cfg.mode, resume=resume, env=task_env))
-        info = {"executor": executor, "job_id": str(sj.job_id), "folder": str(folder), "started": time_mod.time(),
-                "nodes": nodes, "tasks": nodes * tasks, "gpus": nodes * int(gpus_per_node or 0), "steps": cfg.steps,
-                "mode": cfg.mode, "launch": kwargs}
-        if executor == "submitit-local":
-            info["pid"] = sj._process.pid  # submitit's controller process, which forwards SIGTERM to the tasks
-        _write_json(run_dir / "job.json", info)
-        return Job(run_dir, info)
-    cmd = _command(cfg, run_dir, n, resume, port)
-    # sh waits for the run and records its exit status; a trap (not an ignore) keeps the signal's default in the run
-    script = 'trap "true" TERM USR1; "$@"; code=$?; echo $code > "$0.tmp" && mv "$0.tmp" "$0"'
-    log = open(run_dir / "launch.log", "ab")
-    log.write(f"\n=== {time_mod.strftime('%Y-%m-%d %H:%M:%S')} {'resume' if resume else 'launch'}: {shlex.join(cmd)}\n".encode())
-    log.flush()
-    penv = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    if not gpus:  # procs=N: CPU processes (gloo), even on a machine with GPUs
-        penv["CUDA_VISIBLE_DEVICES"] = ""
-    p = subprocess.Popen(["/bin/sh", "-c", script, str(run_dir / "exit_code"), *cmd], stdout=log, stderr=subprocess.STDOUT,
-                         stdin=subprocess.DEVNULL, start_new_session=True, env=penv, cwd=os.getcwd())
-    log.close()
-    info = {"executor": "local", "pid": p.pid, "pgid": p.pid, "cmd": cmd, "started": time_mod.time(), "procs": n,
-            "gpus": gpus or 0, "steps": cfg.steps, "mode": cfg.mode, "launch": kwargs}
-    _write_json(run_dir / "job.json", info)
-    return Job(run_dir, info)
+        return _submit(cfg, run_dir, executor, resume, env, kwargs, nodes, gpus_per_node, procs, partition, minutes,
+                       account, max_timeouts, slurm)
+    return _start_local(cfg, run_dir, n, gpus, resume, env, port, kwargs)

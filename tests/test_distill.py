@@ -415,8 +415,8 @@ def test_nodata_is_left_out_of_the_loss(tmp_path, monkeypatch):
                                batch_size=2, steps=2, max_nodata=0.5, progress=False, log_every=1)
     tr = Trainer(cfg, log=lambda *a: None)
     seen = []
-    real = tr._loss
-    tr._loss = lambda pred, target, *a: (seen.append(target.detach().clone()), real(pred, target, *a))[1]
+    real = tr.train_step._loss  # the step's loss module (hyperkd.step)
+    tr.train_step._loss = lambda pred, target, *a: (seen.append(target.detach().clone()), real(pred, target, *a))[1]
     tr.fit()
     target = torch.cat(seen)
     nodata = torch.isnan(target).all(1)  # (B, H, W): every band NaN, or none
