@@ -21,12 +21,15 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from timm.models.vision_transformer import Block
 
+from .files import atomic_file
+from .masking import random_mask, _keep_ids  # the MAE mask lives with the other masks; imported here for the models and for users
+
 # %% auto #0
 __all__ = ['LN_EPS', 'PRITHVI_V1_MEAN', 'PRITHVI_V1_STD', 'PRITHVI_V2_MEAN', 'PRITHVI_V2_STD', 'TL', 'PRITHVI_PRESETS',
-           'STUDENT_CARD_TEMPLATE', 'STUDENT_PRESETS', 'sincos_1d', 'sincos_3d', 'random_mask', 'PatchEmbed3D',
-           'spectral_groups', 'GroupedPatchEmbed', 'MAEEncoder', 'MAEDecoder', 'patchify', 'unpatchify',
-           'PrithviConfig', 'CoordEncoder', 'PrithviMAE', 'CheckpointError', 'prithvi_state_dict',
-           'load_prithvi_weights', 'load_prithvi', 'save_prithvi', 'StrictHubMixin', 'MAEOutput', 'HyperspectralMAE']
+           'STUDENT_CARD_TEMPLATE', 'STUDENT_PRESETS', 'sincos_1d', 'sincos_3d', 'PatchEmbed3D', 'spectral_groups',
+           'GroupedPatchEmbed', 'MAEEncoder', 'MAEDecoder', 'patchify', 'unpatchify', 'PrithviConfig', 'CoordEncoder',
+           'PrithviMAE', 'CheckpointError', 'prithvi_state_dict', 'load_prithvi_weights', 'load_prithvi',
+           'save_prithvi', 'StrictHubMixin', 'MAEOutput', 'HyperspectralMAE']
 
 # %% ../nbs/01a_models.ipynb #ff3b35ef
 def sincos_1d(dim: int, pos: np.ndarray) -> np.ndarray:
@@ -50,27 +53,6 @@ def sincos_3d(dim: int, grid: Sequence[int], cls_token: bool = True) -> torch.Te
     if cls_token:
         pe = np.concatenate([np.zeros((1, dim)), pe], axis=0)
     return torch.from_numpy(pe).float().unsqueeze(0)
-
-def random_mask(batch: int, n_tokens: int, ratio: float, generator: torch.Generator | None = None,
-                device=None, noise: torch.Tensor | None = None) -> torch.Tensor:
-    """The MAE baseline mask: (batch, n_tokens) bool, True = masked, exactly round(ratio * n_tokens) per row.
-    `noise` (batch, n_tokens) uniform numbers replace the generator (counter-based randomness for exact resume)."""
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"mask ratio must be in [0, 1), got {ratio}.")
-    n_mask = int(round(ratio * n_tokens))
-    if noise is None:
-        noise = torch.rand(batch, n_tokens, generator=generator, device=generator.device if generator is not None else device)
-    ranks = noise.argsort(dim=1).argsort(dim=1)
-    return (ranks < n_mask).to(device) if device is not None else ranks < n_mask
-
-def _keep_ids(mask: torch.Tensor) -> torch.Tensor:
-    "Indices of the visible tokens per row, (B, n_visible); every row must mask the same number of tokens."
-    if mask.dtype != torch.bool:
-        mask = mask.bool()
-    counts = (~mask).sum(1)
-    if counts.numel() and not bool((counts == counts[0]).all()):
-        raise ValueError(f"Every sample must keep the same number of tokens; got {counts.tolist()}.")
-    return torch.argsort(mask.to(torch.int8), dim=1, stable=True)[:, : int(counts[0]) if counts.numel() else 0]
 
 # %% ../nbs/01a_models.ipynb #79cbc2d1
 class PatchEmbed3D(nn.Module):
@@ -448,7 +430,6 @@ def load_prithvi(name_or_path: str | os.PathLike = "prithvi-eo-1.0-100m", num_fr
 
 def save_prithvi(model: PrithviMAE, path) -> Path:
     "Save a Prithvi-architecture model (V2 key layout + its config) atomically; `load_prithvi(path)` reads it back."
-    from hyperkd.data import atomic_file
     with atomic_file(path) as tmp:
         torch.save({"model": model.state_dict(), "prithvi_config": asdict(model.config)}, tmp)
     return Path(path)
