@@ -5,26 +5,18 @@
 # %% ../nbs/01_data1_enmap.ipynb #8815f0be
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import re
 import shutil
-import tempfile
-import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor used throughout)
-import torch
 import xarray as xr
 
-from .files import atomic_file, _atomic_dir
-from .spectral import (ENMAP, ENMAP_PRESETS, Sensor, enmap_preset, get_sensor, hls, resample,
-                              sensor_from_cube, to_nm, read_envi_header, earthlib_spectra, _earthlib_dir)
+from .files import atomic_file, _atomic_dir  # atomic_file: importable from here too, as before
+from .spectral import ENMAP_PRESETS, enmap_preset, sensor_from_cube
 
 # %% auto #0
 __all__ = ['ENMAP_NODATA', 'QUALITY_LAYERS', 'ProductError', 'enmap_metadata_xml', 'product_name', 'write_enmap_product',

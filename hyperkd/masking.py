@@ -5,7 +5,7 @@
 # %% ../nbs/01b_masking.ipynb #557a215a
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
