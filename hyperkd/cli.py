@@ -94,7 +94,7 @@ def _serve(command: str, rest: list) -> int:
     return 0
 
 def _ablate(a) -> int:
-    from hyperkd.evaluate import ablate
+    from hyperkd.ablation import ablate
     from hyperkd.distill import parse_override
     from hyperkd.evaluate import PROTOCOLS
     df = ablate(a.out, a.variants, a.seeds if a.seeds else (0, 1, 2, 3, 4), a.steps, protocols=a.protocols or PROTOCOLS,

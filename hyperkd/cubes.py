@@ -5,28 +5,21 @@
 # %% ../nbs/01_data2_cubes.ipynb #283cb1bc
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shutil
-import tempfile
-import warnings
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor used throughout)
-import torch
 import xarray as xr
 
-from .spectral import (ENMAP, ENMAP_PRESETS, Sensor, enmap_preset, get_sensor, hls, resample,
-                              sensor_from_cube, srf_coverage, to_nm, read_envi_header, band_table, unit_scale, earthlib_spectra, _earthlib_dir)
+from .spectral import (ENMAP_PRESETS, Sensor, enmap_preset, sensor_from_cube, srf_coverage, to_nm,
+                              read_envi_header, band_table, unit_scale)
 
-from .enmap import (ENMAP_NODATA, ProductError, _PRODUCT_RE, _check_readable, _chunks,
-                           _default_crs_transform, atomic_file, open_enmap, select_bands)
+from .enmap import (ENMAP_NODATA, ProductError, _PRODUCT_RE, _check_readable, _chunks, _default_crs_transform,
+                           open_enmap, select_bands)
 from .products import READABLE, sniff, is_desis, refuse_desis, open_product
 
 # %% auto #0

@@ -16,6 +16,7 @@ from .products import *
 from .cubes import *
 from .patches import *
 from .samples import *
+from .files import atomic_file  # the ground floor; kept here for `from hyperkd.data import atomic_file`
 from .enmap import _default_crs_transform, _find_product, _write_tif  # used by notebooks and tests
 
 _all_ = ['ENMAP_NODATA', 'QUALITY_LAYERS', 'LAND_COVER_CLASSES', 'CROP_CLASSES', 'ProductError', 'atomic_file', 'enmap_metadata_xml', 'product_name', 'write_enmap_product', 'EnMAPMetadata', 'read_enmap_metadata', 'select_bands', 'open_enmap', 'open_enmap_quality', 'write_cube', 'open_cube', 'BandStats', 'band_stats', 'PatchDataset', 'LabeledPatchDataset', 'spectral_earth_patches', 'open_spectral_earth_patch', 'hyspecnet_patches', 'load_spectral_library', 'load_soil_spectra', 'load_multispectral_scene', 'demo_scene']

@@ -5,30 +5,22 @@
 # %% ../nbs/01_data1_enmap.ipynb #8815f0be
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import re
 import shutil
-import tempfile
-import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor used throughout)
-import torch
 import xarray as xr
 
-from .spectral import (ENMAP, ENMAP_PRESETS, Sensor, enmap_preset, get_sensor, hls, resample,
-                              sensor_from_cube, to_nm, read_envi_header, earthlib_spectra, _earthlib_dir)
+from .files import atomic_file, _atomic_dir  # atomic_file: importable from here too, as before
+from .spectral import ENMAP_PRESETS, enmap_preset, sensor_from_cube
 
 # %% auto #0
-__all__ = ['ENMAP_NODATA', 'QUALITY_LAYERS', 'ProductError', 'atomic_file', 'enmap_metadata_xml', 'product_name',
-           'write_enmap_product', 'EnMAPMetadata', 'read_enmap_metadata', 'select_bands', 'open_enmap',
-           'open_enmap_quality']
+__all__ = ['ENMAP_NODATA', 'QUALITY_LAYERS', 'ProductError', 'enmap_metadata_xml', 'product_name', 'write_enmap_product',
+           'EnMAPMetadata', 'read_enmap_metadata', 'select_bands', 'open_enmap', 'open_enmap_quality']
 
 # %% ../nbs/01_data1_enmap.ipynb #251e78d5
 ENMAP_NODATA = -32768
@@ -36,37 +28,6 @@ _PRODUCT_RE = re.compile(r"(?P<prefix>.+)-SPECTRAL_IMAGE\.TIF$", re.I)
 
 class ProductError(ValueError):
     "A product or cube file that cannot be read as asked; the message names the file."
-
-@contextlib.contextmanager
-def atomic_file(path):
-    """Yield a temporary path beside `path`; when the block succeeds it replaces `path` in one rename, when it
-    fails it is removed. Readers never see a half-written file, and the previous file survives a crash."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-def _atomic_dir(final: Path, overwrite: bool):
-    "Context-free helper: a fresh temporary sibling of `final` and a commit function that moves it into place."
-    final = Path(final)
-    if final.exists() and not overwrite:
-        raise FileExistsError(f"{final} already exists; pass overwrite=True to replace it.")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    def commit():
-        old = None
-        if final.exists():
-            old = final.with_name(f".{final.name}.old-{os.getpid()}")
-            os.replace(final, old)
-        os.replace(tmp, final)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    return tmp, commit
 
 def _band_xml(parent, number, wl, fwhm, gain, offset):
     b = ET.SubElement(parent, "bandID", number=str(number))

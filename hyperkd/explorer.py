@@ -29,7 +29,7 @@ from .cubes import to_preset
 from .models import HyperspectralMAE, PrithviMAE, load_prithvi, random_mask
 from .masking import SCORES, TEACHER_SCORES, spatial_guided_mask
 from .distill import TrainConfig, load_student, read_metrics, small_teacher_path
-from .evaluate import reconstruction_metrics, windowed_sam
+from .metrics import reconstruction_metrics, windowed_sam
 from .launch import Job
 
 # %% auto #0

@@ -5,16 +5,37 @@
 # %% ../nbs/01b_masking.ipynb #557a215a
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from .models import random_mask, _keep_ids
-
 # %% auto #0
-__all__ = ['SCORES', 'TEACHER_SCORES', 'MASK_STRATEGIES', 'gradient_score', 'variance_score', 'teacher_norm_score',
+__all__ = ['SCORES', 'TEACHER_SCORES', 'MASK_STRATEGIES', 'random_mask', 'gradient_score', 'variance_score', 'teacher_norm_score',
            'teacher_attention_score', 'patch_scores', 'sample_mask', 'spatial_guided_mask']
+
+# %% ../nbs/01b_masking.ipynb #6a4e704e
+def random_mask(batch: int, n_tokens: int, ratio: float, generator: torch.Generator | None = None,
+                device=None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """The MAE baseline mask: (batch, n_tokens) bool, True = masked, exactly round(ratio * n_tokens) per row.
+    `noise` (batch, n_tokens) uniform numbers replace the generator (counter-based randomness for exact resume)."""
+    if not 0.0 <= ratio < 1.0:
+        raise ValueError(f"mask ratio must be in [0, 1), got {ratio}.")
+    n_mask = int(round(ratio * n_tokens))
+    if noise is None:
+        noise = torch.rand(batch, n_tokens, generator=generator, device=generator.device if generator is not None else device)
+    ranks = noise.argsort(dim=1).argsort(dim=1)
+    return (ranks < n_mask).to(device) if device is not None else ranks < n_mask
+
+# %% ../nbs/01b_masking.ipynb #733fe520
+def _keep_ids(mask: torch.Tensor) -> torch.Tensor:
+    "Indices of the visible tokens per row, (B, n_visible); every row must mask the same number of tokens."
+    if mask.dtype != torch.bool:
+        mask = mask.bool()
+    counts = (~mask).sum(1)
+    if counts.numel() and not bool((counts == counts[0]).all()):
+        raise ValueError(f"Every sample must keep the same number of tokens; got {counts.tolist()}.")
+    return torch.argsort(mask.to(torch.int8), dim=1, stable=True)[:, : int(counts[0]) if counts.numel() else 0]
 
 # %% ../nbs/01b_masking.ipynb #b7a8a5b2
 _SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])

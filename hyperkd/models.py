@@ -6,10 +6,9 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, asdict
 from functools import partial
 from pathlib import Path
 from typing import Sequence
@@ -17,16 +16,18 @@ from typing import Sequence
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin
 from timm.models.vision_transformer import Block
 
+from .files import atomic_file
+from .masking import random_mask, _keep_ids  # the MAE mask lives with the other masks; imported here for the models and for users
+
 # %% auto #0
 __all__ = ['LN_EPS', 'PRITHVI_V1_MEAN', 'PRITHVI_V1_STD', 'PRITHVI_V2_MEAN', 'PRITHVI_V2_STD', 'TL', 'PRITHVI_PRESETS',
-           'STUDENT_CARD_TEMPLATE', 'STUDENT_PRESETS', 'sincos_1d', 'sincos_3d', 'random_mask', 'PatchEmbed3D',
-           'spectral_groups', 'GroupedPatchEmbed', 'MAEEncoder', 'MAEDecoder', 'patchify', 'unpatchify',
-           'PrithviConfig', 'CoordEncoder', 'PrithviMAE', 'CheckpointError', 'prithvi_state_dict',
-           'load_prithvi_weights', 'load_prithvi', 'save_prithvi', 'StrictHubMixin', 'MAEOutput', 'HyperspectralMAE']
+           'STUDENT_CARD_TEMPLATE', 'STUDENT_PRESETS', 'sincos_1d', 'sincos_3d', 'PatchEmbed3D', 'spectral_groups',
+           'GroupedPatchEmbed', 'MAEEncoder', 'MAEDecoder', 'patchify', 'unpatchify', 'PrithviConfig', 'CoordEncoder',
+           'PrithviMAE', 'CheckpointError', 'prithvi_state_dict', 'load_prithvi_weights', 'load_prithvi',
+           'save_prithvi', 'StrictHubMixin', 'MAEOutput', 'HyperspectralMAE']
 
 # %% ../nbs/01a_models.ipynb #ff3b35ef
 def sincos_1d(dim: int, pos: np.ndarray) -> np.ndarray:
@@ -51,28 +52,7 @@ def sincos_3d(dim: int, grid: Sequence[int], cls_token: bool = True) -> torch.Te
         pe = np.concatenate([np.zeros((1, dim)), pe], axis=0)
     return torch.from_numpy(pe).float().unsqueeze(0)
 
-def random_mask(batch: int, n_tokens: int, ratio: float, generator: torch.Generator | None = None,
-                device=None, noise: torch.Tensor | None = None) -> torch.Tensor:
-    """The MAE baseline mask: (batch, n_tokens) bool, True = masked, exactly round(ratio * n_tokens) per row.
-    `noise` (batch, n_tokens) uniform numbers replace the generator (counter-based randomness for exact resume)."""
-    if not 0.0 <= ratio < 1.0:
-        raise ValueError(f"mask ratio must be in [0, 1), got {ratio}.")
-    n_mask = int(round(ratio * n_tokens))
-    if noise is None:
-        noise = torch.rand(batch, n_tokens, generator=generator, device=generator.device if generator is not None else device)
-    ranks = noise.argsort(dim=1).argsort(dim=1)
-    return (ranks < n_mask).to(device) if device is not None else ranks < n_mask
-
-def _keep_ids(mask: torch.Tensor) -> torch.Tensor:
-    "Indices of the visible tokens per row, (B, n_visible); every row must mask the same number of tokens."
-    if mask.dtype != torch.bool:
-        mask = mask.bool()
-    counts = (~mask).sum(1)
-    if counts.numel() and not bool((counts == counts[0]).all()):
-        raise ValueError(f"Every sample must keep the same number of tokens; got {counts.tolist()}.")
-    return torch.argsort(mask.to(torch.int8), dim=1, stable=True)[:, : int(counts[0]) if counts.numel() else 0]
-
-# %% ../nbs/01a_models.ipynb #79cbc2d1
+# %% ../nbs/01a_models.ipynb #42bb6684
 class PatchEmbed3D(nn.Module):
     "(B, C, T, H, W) → (B, T/t·H/p·W/p, D) with one Conv3d (Prithvi's patch embedding; parameter `proj`)."
     def __init__(self, in_chans: int, embed_dim: int, patch_size: tuple = (1, 16, 16)):
@@ -83,6 +63,7 @@ class PatchEmbed3D(nn.Module):
     def forward(self, x):
         return self.proj(x).flatten(2).transpose(1, 2)
 
+# %% ../nbs/01a_models.ipynb #e6e53e84
 def spectral_groups(n_bands: int, groups: int) -> list[tuple[int, int]]:
     "Split band positions 0..n_bands into `groups` contiguous, nearly equal (start, stop) ranges."
     if not 1 <= groups <= n_bands:
@@ -104,6 +85,7 @@ class GroupedPatchEmbed(nn.Module):
     def forward(self, x):
         return torch.cat([p(x[:, a:b]) for p, (a, b) in zip(self.proj, self.groups)], dim=1).flatten(2).transpose(1, 2)
 
+# %% ../nbs/01a_models.ipynb #a9827819
 LN_EPS = 1e-5  # Prithvi's reference code (and nn.LayerNorm's default); timm's Block alone would use 1e-6
 
 def _init_mae_weights(module):
@@ -163,6 +145,7 @@ class MAEEncoder(nn.Module):
             feats[-1] = t
         return t, feats
 
+# %% ../nbs/01a_models.ipynb #84dcd169
 class MAEDecoder(nn.Module):
     "MAE decoder: mask tokens back in place, positional code, blocks, per-token pixel prediction (Prithvi names)."
     def __init__(self, grid: tuple, encoder_dim: int, decoder_dim: int, depth: int, num_heads: int, out_per_token: int,
@@ -215,10 +198,13 @@ def unpatchify(x: torch.Tensor, patch_size: tuple, channels: int, grid: tuple) -
     x = x.reshape(B, gt, gh, gw, tt, p, q, channels)
     return x.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(B, channels, gt * tt, gh * p, gw * q)
 
-# %% ../nbs/01a_models.ipynb #a2108386
+# %% ../nbs/01a_models.ipynb #331eb270
 PRITHVI_V1_MEAN = (775.2290211032589, 1080.992780391705, 1228.5855250417867, 2497.2022620507532, 2204.2139147975554, 1610.8324823273745)
+
 PRITHVI_V1_STD = (1281.526139861424, 1270.0297974547493, 1399.4802505642526, 1368.3446143747644, 1291.6764008585435, 1154.505683480695)
+
 PRITHVI_V2_MEAN = (1087.0, 1342.0, 1433.0, 2734.0, 1958.0, 1363.0)
+
 PRITHVI_V2_STD = (2248.0, 2179.0, 2178.0, 1850.0, 1242.0, 1049.0)
 
 @dataclass
@@ -248,6 +234,7 @@ def _v2(embed, depth, heads, patch=16, coords=(), repo="", file=""):
                          hub_repo=f"ibm-nasa-geospatial/{repo}", hub_file=file)
 
 TL = ("time", "location")
+
 PRITHVI_PRESETS = {
     "prithvi-eo-1.0-100m": PrithviConfig(layout="v1", mean=PRITHVI_V1_MEAN, std=PRITHVI_V1_STD,
                                          hub_repo="ibm-nasa-geospatial/Prithvi-EO-1.0-100M", hub_file="Prithvi_EO_V1_100M.pt"),
@@ -264,6 +251,7 @@ PRITHVI_PRESETS = {
                                    decoder_embed_dim=64, decoder_depth=2, decoder_num_heads=4),
 }
 
+# %% ../nbs/01a_models.ipynb #98850348
 class CoordEncoder(nn.Module):
     "Sin-cos code of (year, day-of-year) or (lat, lon) with a learnable scale (Prithvi-EO-2.0 `-tl`; parameter `scale`)."
     def __init__(self, dim: int):
@@ -277,6 +265,7 @@ class CoordEncoder(nn.Module):
         e = torch.cat([sc(a, coords[..., 0]), sc(b, coords[..., 1])], dim=-1).reshape(*coords.shape[:-1], self.dim)
         return self.scale * e
 
+# %% ../nbs/01a_models.ipynb #39e18a8b
 class PrithviMAE(nn.Module):
     "Prithvi masked autoencoder: (B, 6, T, H, W) HLS input, ViT encoder on visible tokens, MAE decoder."
     def __init__(self, config: PrithviConfig | None = None, **overrides):
@@ -358,8 +347,9 @@ class PrithviMAE(nn.Module):
         "Predictions (B, N, t·p·p·C) → images (B, C, T, H, W)."
         return unpatchify(pred, self.patch_size, self.config.in_chans, self.grid)
 
-# %% ../nbs/01a_models.ipynb #01ee06b8
+# %% ../nbs/01a_models.ipynb #9b8f4380
 _V1_DECODER = ("mask_token", "decoder_embed", "decoder_pos_embed", "decoder_blocks", "decoder_norm", "decoder_pred")
+
 _FIXED = ("encoder.pos_embed", "decoder.decoder_pos_embed")
 
 class CheckpointError(ValueError):
@@ -396,6 +386,7 @@ def load_prithvi_weights(model: PrithviMAE, sd: dict, source: str = "checkpoint"
     model.load_state_dict(sd, strict=False)  # everything but the recomputed positional codes, checked above
     return model
 
+# %% ../nbs/01a_models.ipynb #167f6b0d
 def _resolve_prithvi_file(cfg: PrithviConfig, name: str, cache_dir=None) -> Path:
     "The weights file of a preset from the model hub (cached; honours HF_HUB_OFFLINE)."
     if not cfg.hub_repo:
@@ -448,7 +439,6 @@ def load_prithvi(name_or_path: str | os.PathLike = "prithvi-eo-1.0-100m", num_fr
 
 def save_prithvi(model: PrithviMAE, path) -> Path:
     "Save a Prithvi-architecture model (V2 key layout + its config) atomically; `load_prithvi(path)` reads it back."
-    from hyperkd.data import atomic_file
     with atomic_file(path) as tmp:
         torch.save({"model": model.state_dict(), "prithvi_config": asdict(model.config)}, tmp)
     return Path(path)

@@ -5,33 +5,24 @@
 # %% ../nbs/01_data3_patches.ipynb #f5a8f143
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import shutil
-import tempfile
-import warnings
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor used throughout)
 import torch
 import xarray as xr
 
-from .spectral import (ENMAP, ENMAP_PRESETS, Sensor, enmap_preset, get_sensor, hls, resample,
-                              sensor_from_cube, to_nm, read_envi_header, earthlib_spectra, _earthlib_dir)
-
-from .enmap import (ENMAP_NODATA, ProductError, _find_product, atomic_file, read_enmap_metadata,
-                           select_bands, _write_tif, _default_crs_transform)
-from .cubes import open_cube, to_preset, write_cube
+from .files import atomic_file
+from .spectral import ENMAP, ENMAP_PRESETS, Sensor, enmap_preset, sensor_from_cube, to_nm
+from .enmap import ENMAP_NODATA, ProductError, _find_product, read_enmap_metadata, select_bands
+from .cubes import open_cube, to_preset
 
 # %% auto #0
-__all__ = ['valid_values', 'BandStats', 'band_stats', 'PatchDataset', 'LabeledPatchDataset', 'spectral_earth_patches',
-           'open_spectral_earth_patch', 'hyspecnet_patches']
+__all__ = ['valid_values', 'BandStats', 'band_stats', 'PatchDataset', 'LabeledPatchDataset']
 
 # %% ../nbs/01_data3_patches.ipynb #5f89dad1
 def valid_values(a, nodata=None):
@@ -584,38 +575,3 @@ class LabeledPatchDataset(PatchDataset):
 
     def __getitem__(self, i):
         return super().__getitem__(i), self.label(i)
-
-# %% ../nbs/01_data3_patches.ipynb #6173d404
-def spectral_earth_patches(root, limit: int | None = None) -> list[Path]:
-    "Patch TIFFs of a SpectralEarth folder (root/enmap/<patch_id>/*.tif): 202-band `enmap-202` data."
-    base = Path(root) / "enmap"
-    if not base.is_dir():
-        raise ProductError(f"{root}: no 'enmap' folder; expected the SpectralEarth layout root/enmap/<patch_id>/*.tif.")
-    files = sorted(base.glob("*/*.tif"))
-    if not files:
-        raise ProductError(f"{base}: no <patch_id>/*.tif files.")
-    return files[:limit]
-
-def open_spectral_earth_patch(path) -> xr.DataArray:
-    "One SpectralEarth patch as a cube with the enmap-202 wavelengths (the files carry none)."
-    p = enmap_preset("enmap-202")
-    cube = open_cube(path, wavelengths=p.wavelengths)
-    return cube.assign_coords(band=list(p.band_names), fwhm=("band", p.fwhm))
-
-def hyspecnet_patches(root, split: str = "easy", subset: str = "train") -> list[Path]:
-    "Patch products of HySpecNet-11k listed in root/splits/<split>/<subset>.csv."
-    root = Path(root)
-    csv_path = root / "splits" / split / f"{subset}.csv"
-    if not csv_path.exists():
-        raise ProductError(f"{csv_path}: split file missing (splits are 'easy'/'hard', subsets 'train'/'val'/'test').")
-    out, missing = [], []
-    for line in csv_path.read_text().split():
-        entry = line.strip().strip(",")
-        if not entry or entry.lower() in ("path", "filename"):
-            continue
-        folder = (root / "patches" / entry).parent if Path(entry).suffix else root / "patches" / entry
-        tifs = sorted(folder.glob("*-SPECTRAL_IMAGE.TIF"))
-        (out if tifs else missing).append(tifs[0] if tifs else folder)
-    if missing:
-        raise ProductError(f"{csv_path}: {len(missing)} listed patch(es) have no *-SPECTRAL_IMAGE.TIF, e.g. {missing[0]}.")
-    return out

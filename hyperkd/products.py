@@ -6,14 +6,13 @@
 from __future__ import annotations
 
 import os
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from .spectral import Sensor, check_wavelengths
-from .enmap import ProductError, _default_crs_transform
+from .enmap import ProductError
 
 # %% auto #0
 __all__ = ['READABLE', 'EMIT_FILL', 'sniff', 'write_emit_l2a', 'open_emit', 'write_prisma_l2d', 'open_prisma', 'is_desis',

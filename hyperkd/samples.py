@@ -5,31 +5,21 @@
 # %% ../nbs/01_data4_samples.ipynb #78f33cc5
 from __future__ import annotations
 
-import contextlib
-import json
-import os
 import re
-import shutil
-import tempfile
-import warnings
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import rioxarray  # noqa: F401  (registers the .rio accessor used throughout)
-import torch
 import xarray as xr
 
-from .spectral import (ENMAP, ENMAP_PRESETS, Sensor, enmap_preset, get_sensor, hls, resample,
-                              sensor_from_cube, to_nm, read_envi_header, earthlib_spectra, _earthlib_dir)
-
-from .enmap import ProductError, atomic_file, select_bands
+from .spectral import ENMAP, Sensor, enmap_preset, hls, resample, earthlib_spectra, _earthlib_dir
+from .enmap import ProductError
+from .cubes import open_cube
 
 # %% auto #0
 __all__ = ['LAND_COVER_CLASSES', 'CROP_CLASSES', 'load_spectral_library', 'load_soil_spectra', 'load_multispectral_scene',
-           'demo_scene']
+           'demo_scene', 'spectral_earth_patches', 'open_spectral_earth_patch', 'hyspecnet_patches']
 
 # %% ../nbs/01_data4_samples.ipynb #c2ef818c
 def load_spectral_library(measured_only: bool = True) -> xr.DataArray:
@@ -221,7 +211,6 @@ def demo_scene(seed: int = 0, size: int = 256, bands: str | Sequence = "enmap-20
         snr = np.where(sensor.wavelengths < 1000, 150.0, 80.0).astype(np.float32)[:, None, None]
         refl = refl + rng.standard_normal(refl.shape, dtype=np.float32) * (np.maximum(refl, 0.02) / snr)
     refl = np.clip(refl, 0.0, 1.5).astype(np.float32)
-    from affine import Affine
     ds = xr.Dataset(
         {"reflectance": (("band", "y", "x"), refl), "land_cover": (("y", "x"), lc), "crop_type": (("y", "x"), crop),
          "soc": (("y", "x"), soc)},
@@ -235,3 +224,38 @@ def demo_scene(seed: int = 0, size: int = 256, bands: str | Sequence = "enmap-20
     ds = ds.rio.write_crs("EPSG:32611")
     ds.reflectance.attrs = {"sensor": "EnMAP (semi-synthetic)", "units": "reflectance"}
     return ds
+
+# %% ../nbs/01_data4_samples.ipynb #6173d404
+def spectral_earth_patches(root, limit: int | None = None) -> list[Path]:
+    "Patch TIFFs of a SpectralEarth folder (root/enmap/<patch_id>/*.tif): 202-band `enmap-202` data."
+    base = Path(root) / "enmap"
+    if not base.is_dir():
+        raise ProductError(f"{root}: no 'enmap' folder; expected the SpectralEarth layout root/enmap/<patch_id>/*.tif.")
+    files = sorted(base.glob("*/*.tif"))
+    if not files:
+        raise ProductError(f"{base}: no <patch_id>/*.tif files.")
+    return files[:limit]
+
+def open_spectral_earth_patch(path) -> xr.DataArray:
+    "One SpectralEarth patch as a cube with the enmap-202 wavelengths (the files carry none)."
+    p = enmap_preset("enmap-202")
+    cube = open_cube(path, wavelengths=p.wavelengths)
+    return cube.assign_coords(band=list(p.band_names), fwhm=("band", p.fwhm))
+
+def hyspecnet_patches(root, split: str = "easy", subset: str = "train") -> list[Path]:
+    "Patch products of HySpecNet-11k listed in root/splits/<split>/<subset>.csv."
+    root = Path(root)
+    csv_path = root / "splits" / split / f"{subset}.csv"
+    if not csv_path.exists():
+        raise ProductError(f"{csv_path}: split file missing (splits are 'easy'/'hard', subsets 'train'/'val'/'test').")
+    out, missing = [], []
+    for line in csv_path.read_text().split():
+        entry = line.strip().strip(",")
+        if not entry or entry.lower() in ("path", "filename"):
+            continue
+        folder = (root / "patches" / entry).parent if Path(entry).suffix else root / "patches" / entry
+        tifs = sorted(folder.glob("*-SPECTRAL_IMAGE.TIF"))
+        (out if tifs else missing).append(tifs[0] if tifs else folder)
+    if missing:
+        raise ProductError(f"{csv_path}: {len(missing)} listed patch(es) have no *-SPECTRAL_IMAGE.TIF, e.g. {missing[0]}.")
+    return out

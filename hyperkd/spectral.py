@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import csv
 import importlib.resources
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
