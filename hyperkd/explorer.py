@@ -232,6 +232,7 @@ class _ExplorerState(param.Parameterized):
             raise ValueError("cube: expected an xarray DataArray (band, y, x) with a 'wavelength' coordinate "
                              "(hyperkd.data.open_cube / demo_scene().reflectance).")
         super().__init__(**params)
+        notebook_extension()  # HoloViews' Bokeh backend for the plots (in a notebook also the inline resources)
         self.model, self.stats, self.teacher, self.device = model, stats, teacher, device
         self.source, self.cube_source = source, cube_source
         self.cube = cube

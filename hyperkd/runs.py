@@ -162,6 +162,7 @@ class _RunsState(param.Parameterized):
 
     def __init__(self, runs_dir="runs", **params):
         super().__init__(runs_dir=str(runs_dir), **params)
+        notebook_extension()  # HoloViews' Bokeh backend for the plots (in a notebook also the inline resources)
         self._cache: dict = {}  # run name -> ((mtime, size), DataFrame)
         self._rows: list = []   # the last table
         self._lock = threading.RLock()  # refresh() runs in the refresh thread and in the user's cells

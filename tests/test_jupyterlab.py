@@ -3,6 +3,7 @@ the network blocked (every non-localhost request aborted, like a GPU cluster nod
 Cells" menu command. Screenshots go to test-artifacts/."""
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -208,7 +209,7 @@ def test_explorer_in_jupyterlab(lab, page):
     assert not _fits(page, cell, ".hkd-explorer canvas"), _fits(page, cell, ".hkd-explorer canvas")
     assert page.errors == [], page.errors
     assert page.blocked == [], page.blocked
-    pixel = cell.locator(".hkd-pixel")
+    pixel = cell.locator(".hkd-pixel").get_by_text(re.compile(r"row \d+, col \d+")).first  # inside the pane's shadow root
     text = pixel.inner_text()
     assert "row 32, col 32" in text, text  # the centre pixel of the 64 x 64 scene
     boxes = [b for b in (c.bounding_box() for c in cell.locator(".hkd-images canvas").all()) if b and b["width"] >= 150]
