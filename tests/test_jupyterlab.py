@@ -214,8 +214,8 @@ def test_explorer_in_jupyterlab(lab, page):
     assert "row 32, col 32" in text, text  # the centre pixel of the 64 x 64 scene
     boxes = [b for b in (c.bounding_box() for c in cell.locator(".hkd-images canvas").all()) if b and b["width"] >= 150]
     box = min(boxes, key=lambda b: (round(b["y"] / 50), b["x"]))  # the top-left image: original
-    page.mouse.click(box["x"] + 20, box["y"] + 20)  # near the top-left corner: a round trip through the kernel's comm
-    _wait_for(lambda: pixel.inner_text() != text, 60, "the pixel line to change after a click")
+    page.mouse.click(box["x"] + 60, box["y"] + 70)  # inside the image, below its title: a round trip through the kernel's comm
+    _wait_for(lambda: pixel.inner_text() != text, 120, "the pixel line to change after a click")
     assert "row 32, col 32" not in pixel.inner_text()
     page.wait_for_timeout(2000)  # what the update asks the browser to load comes within this
     page.screenshot(path=ARTIFACTS / "jupyterlab-explorer-clicked.png", full_page=True)
