@@ -468,3 +468,24 @@ def test_runs_dashboard_refreshes_from_a_thread_outside_a_server(tmp_path):
     dash.stop_refreshing()
     dash._thread.join(5)
     assert not dash._thread.is_alive()
+
+
+def test_click_in_a_notebook_loads_nothing_from_a_cdn(tmp_path, monkeypatch):
+    "With inline resources (a notebook), the update after a click (the pixel line) keeps Panel's stylesheets inline: "
+    "Markdown panes re-send their stylesheets as cdn.holoviz.org links when their text changes (4 failed requests offline)."
+    from bokeh.models import ImportedStyleSheet, UIElement
+    from panel.io.notebook import patch_inline_stylesheets  # what Panel does to a page drawn in a notebook
+    i = open_explorer_inputs(runs_dir=tmp_path / "no-runs", cube=demo_scene(seed=1002, size=64), log=lambda *a: None)
+    ex = ReconstructionExplorer(i.model, i.stats, i.cube, source=i.source, cube_source=i.cube_source)
+    monkeypatch.setattr(pn.config, "inline", True)
+    doc = Document()
+    root = pn.panel(ex).get_root(doc)
+    doc.add_root(root)
+    cdn = lambda: sorted({s.url for s in root.references() if isinstance(s, ImportedStyleSheet) and str(s.url).startswith("http")})
+    for m in root.select({"type": UIElement}):
+        patch_inline_stylesheets(m)
+    assert cdn() == []
+    text = [m for m in root.select({"type": Markdown}) if "hkd-pixel" in m.css_classes][0]
+    ex.tap.event(x=float(ex.xs[3]), y=float(ex.ys[5]))  # a click on a pixel
+    assert "row 5, col 3" in text.text
+    assert cdn() == [], cdn()
