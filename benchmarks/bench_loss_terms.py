@@ -5,7 +5,13 @@ now, timed in interleaved rounds: python benchmarks/bench_loss_terms.py [rounds]
 
 The SSIM window's separable 7-tap Gaussian blur of a (5, 8, 202, 64, 64) stack, reflect-padded, three ways side by
 side: two products with the banded (H x H), (W x W) blur matrices (what the loss does), 7 shifted views added with
-their weights per axis, depthwise conv2d (a 1 x 7 then a 7 x 1 kernel, one group per map)."""
+their weights per axis, depthwise conv2d (a 1 x 7 then a 7 x 1 kernel, one group per map).
+
+    python benchmarks/bench_loss_terms.py --malloc [rounds]
+
+The default loss (all four terms) with glibc's default allocation of large blocks (mmap, returned at free: every new
+full-size map is page-faulted again) against blocks up to 32 MiB kept on the heap (what MALLOC_MMAP_THRESHOLD_=33554432
+MALLOC_TRIM_THRESHOLD_=1073741824 set for a process), toggled with mallopt between interleaved rounds (Linux, glibc)."""
 import importlib.util
 import statistics
 import sys
@@ -93,5 +99,35 @@ def terms_bench():
         print(f"{k:5s} before {b*1e3:6.0f} ms  now {n*1e3:6.0f} ms  now/before {n/b:.2f}", flush=True)
 
 
+def malloc_bench():
+    import ctypes
+    libc = ctypes.CDLL("libc.so.6")
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+    def heap(keep: bool):
+        libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024 if keep else 128 * 1024)  # glibc's documented defaults otherwise
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30 if keep else 128 * 1024)
+    t = torch.randn(B, C, H, W); p = t + 0.3 * torch.randn_like(t)
+    mask = (torch.rand(B, 1, 8, 8) < .75).float().repeat_interleave(8, 2).repeat_interleave(8, 3)
+    mean, std = 0.2 + 0.1 * torch.rand(1, C, 1, 1), 0.05 * torch.ones(1, C, 1, 1)
+    L = losses.HyperKDLoss(ssim_data_range=4.0)
+
+    def one():
+        q = p.clone().requires_grad_(True)
+        t0 = time.perf_counter()
+        tot, _ = L(q, t, mask, pred_refl=q * std + mean, target_refl=t * std + mean)
+        tot.backward()
+        return time.perf_counter() - t0
+    ts = {False: [], True: []}
+    for _ in range(ROUNDS):
+        for keep in (False, True):
+            heap(keep)
+            one()  # the first call after a switch settles the heap
+            ts[keep].append(one())
+    heap(False)
+    d, k = statistics.median(ts[False]), statistics.median(ts[True])
+    print(f"default loss, glibc default {d * 1e3:6.0f} ms, blocks kept on the heap {k * 1e3:6.0f} ms: ratio {k / d:.2f}")
+
+
 if __name__ == "__main__":
-    blur_bench() if "--blur" in sys.argv else terms_bench()
+    malloc_bench() if "--malloc" in sys.argv else blur_bench() if "--blur" in sys.argv else terms_bench()

@@ -19,7 +19,7 @@ __all__ = ['DISTILL_TARGETS', 'masked_mse', 'ssim_map', 'ssim_loss', 'block_ssim
            'spectral_angle', 'sam_loss', 'feature_distill_loss', 'target_signal', 'TargetNorm', 'LossWeights',
            'HyperKDLoss']
 
-# %% ../nbs/01c_losses.ipynb #85409bf7
+# %% ../nbs/01c_losses.ipynb #h20b0005
 def _finite(x: torch.Tensor) -> torch.Tensor:
     """(B, 1, H, W) bool: the pixels with no NaN in any band (not nodata). A pixel's band sum is finite only if every
     band is: one sum over the bands answers for a batch without nodata; band by band only when some sum is not finite."""
@@ -32,7 +32,7 @@ def _nodata_arg(finite: torch.Tensor) -> torch.Tensor | None:
     "`finite` where some pixel is nodata, else None (the cheaper path; compiled code always takes `finite`)."
     return finite if torch.compiler.is_compiling() or not bool(finite.all()) else None
 
-# %% ../nbs/01c_losses.ipynb #2ab9a2ee
+# %% ../nbs/01c_losses.ipynb #h20b0008
 def _fused(target: torch.Tensor, w: torch.Tensor) -> bool:
     "Take a term's forward-made gradient (`_SSIMTerm`, `_KLTerm`, `_SAMTerm`)? Not for compiled code or a target with gradient."
     return not (target.requires_grad or w.shape[1] != 1 or torch.compiler.is_compiling())
@@ -48,7 +48,7 @@ def _wmean(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     den = (w.sum() * (v.shape[1] if v.shape[1] != w.shape[1] else 1))
     return num / den.clamp_min(1e-12)
 
-# %% ../nbs/01c_losses.ipynb #d79dcf58
+# %% ../nbs/01c_losses.ipynb #h20b0011
 def _mse_w(pred, t0, w):
     return _MSETerm.apply(pred, t0, w) if _fused(t0, w) else _wmean((pred - t0).square(), w)
 
@@ -72,7 +72,7 @@ def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | No
     "Mean squared error over bands and the weighted pixels (the MAE reconstruction loss)."
     return _mse_w(pred, target.nan_to_num(0.0), _weights(target, mask))
 
-# %% ../nbs/01c_losses.ipynb #6b5026a7
+# %% ../nbs/01c_losses.ipynb #h20b0014
 def _gauss_1d(size: int, sigma: float, device, dtype):
     ax = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
     g = torch.exp(-0.5 * (ax / sigma) ** 2)
@@ -93,7 +93,7 @@ def _blur2d(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     "Separable Gaussian blur of (..., H, W) maps with reflect padding (two products with banded blur matrices)."
     return _blur_matrix(g, z.shape[-2]).T @ z @ _blur_matrix(g, z.shape[-1])
 
-# %% ../nbs/01c_losses.ipynb #4fca4052
+# %% ../nbs/01c_losses.ipynb #h20b0017
 def _ssim_constants(t: torch.Tensor, data_range, valid: torch.Tensor | None = None) -> tuple:
     "C1, C2 of SSIM; `data_range` None: the target's range per band over the batch's valid pixels."
     if data_range is None:
@@ -142,7 +142,7 @@ def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 7, sigma: f
         mu_p, mu_t, ep, et, ept = (m * inv for m in (mu_p, mu_t, ep, et, ept))
     return _ssim_from_moments(mu_p, mu_t, ep, et, ept, c1, c2)
 
-# %% ../nbs/01c_losses.ipynb #a7aa2176
+# %% ../nbs/01c_losses.ipynb #h20b0020
 class _SSIMTerm(torch.autograd.Function):
     "1 − weighted mean SSIM of `ssim_map` (w: (B, 1, H, W)), its gradient for `p` made in the forward pass."
     @staticmethod
@@ -194,7 +194,7 @@ class _SSIMTerm(torch.autograd.Function):
         grad, = ctx.saved_tensors
         return grad * go, None, None, None, None, None, None
 
-# %% ../nbs/01c_losses.ipynb #1a2cb16e
+# %% ../nbs/01c_losses.ipynb #h20b0023
 def ssim_loss(pred, target, mask=None, window: int = 7, data_range=None) -> torch.Tensor:
     "1 − mean SSIM over bands and weighted pixels; windows use valid (non-NaN target) pixels only."
     finite = _finite(target)
@@ -208,7 +208,7 @@ def _ssim_w(pred, t0, w, window, data_range, valid=None):
     c1, c2 = _ssim_constants(t0, data_range, v)
     return _SSIMTerm.apply(pred, t0, w, v, c1, c2, _gauss_1d(window, 1.5, t0.device, t0.dtype))
 
-# %% ../nbs/01c_losses.ipynb #3710a0b2
+# %% ../nbs/01c_losses.ipynb #h20b0029
 def block_ssim(pred: torch.Tensor, target: torch.Tensor, block: int, mask: torch.Tensor | None = None,
                data_range: torch.Tensor | float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """SSIM per band in non-overlapping `block` x `block` windows: (B, C, H/block, W/block) SSIM, and the
@@ -238,7 +238,7 @@ def _patch_ssim_w(pred, t0, w, patch, data_range):
     s, n = _block_ssim_w(pred, t0, w, patch, data_range)
     return 1.0 - (s * n).sum() / (n.sum() * s.shape[1]).clamp_min(1e-12)
 
-# %% ../nbs/01c_losses.ipynb #79e8c1ad
+# %% ../nbs/01c_losses.ipynb #h20b0034
 class _KLTerm(torch.autograd.Function):
     "`_kl_w` (KL(target ‖ pred) per pixel, weighted mean), its gradient for `pred` made in the forward pass."
     @staticmethod
@@ -266,7 +266,7 @@ class _KLTerm(torch.autograd.Function):
         grad, = ctx.saved_tensors
         return grad * go, None, None, None
 
-# %% ../nbs/01c_losses.ipynb #e8ecb81e
+# %% ../nbs/01c_losses.ipynb #h20b0036
 def spectral_kl(pred, target, mask=None, eps: float = 1e-4) -> torch.Tensor:
     "KL(target ‖ pred) between per-pixel spectra normalised to distributions over bands (use reflectance)."
     return _kl_w(pred, target.nan_to_num(eps), _weights(target, mask), eps)
@@ -282,7 +282,7 @@ def _kl_w(pred, target, w, eps: float = 1e-4):
         t.sum(1, keepdim=True).log() - p.sum(1, keepdim=True).log())
     return _wmean(kl, w)
 
-# %% ../nbs/01c_losses.ipynb #38c4073b
+# %% ../nbs/01c_losses.ipynb #h20b0039
 def spectral_angle(pred, target, eps: float = 1e-12) -> torch.Tensor:
     "Per-pixel spectral angle (radians), (B, 1, H, W)."
     a = pred * pred.norm(dim=1, keepdim=True).clamp_min(eps).reciprocal()  # multiply by (B,1,H,W): cheaper backward than div
@@ -293,7 +293,7 @@ def spectral_angle(pred, target, eps: float = 1e-12) -> torch.Tensor:
     sq = lambda v: torch.where(v == 0, torch.zeros_like(v), v.clamp_min(1e-30).sqrt())
     return 2 * torch.atan2(sq(diff), sq(summ))
 
-# %% ../nbs/01c_losses.ipynb #55e4cdf5
+# %% ../nbs/01c_losses.ipynb #h20b0041
 class _SAMTerm(torch.autograd.Function):
     "Weighted mean of `spectral_angle`, its gradient for `pred` made in the forward pass (per pixel: k₁·pred + k₂·target)."
     @staticmethod
@@ -329,7 +329,7 @@ class _SAMTerm(torch.autograd.Function):
         k1, k2, pred, target = ctx.saved_tensors
         return torch.addcmul(pred * (k1 * go), target, k2 * go), None, None, None
 
-# %% ../nbs/01c_losses.ipynb #f4db67f1
+# %% ../nbs/01c_losses.ipynb #h20b0043
 def _sam_w(pred, target, w, eps: float = 1e-12):
     return _SAMTerm.apply(pred, target, w, eps) if _fused(target, w) else _wmean(spectral_angle(pred, target, eps), w)
 
@@ -337,7 +337,7 @@ def sam_loss(pred, target, mask=None) -> torch.Tensor:
     "Mean spectral angle (radians) over weighted pixels."
     return _sam_w(pred, target.nan_to_num(0.0), _weights(target, mask))
 
-# %% ../nbs/01c_losses.ipynb #d7dbc38b
+# %% ../nbs/01c_losses.ipynb #h20b0046
 def feature_distill_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "mse",
                          normalize_target: bool = True) -> torch.Tensor:
     "Distillation between (B, T, D) student (projected) and teacher tokens: 'mse' or 'cosine'."
@@ -354,7 +354,7 @@ def feature_distill_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str
         return (1 - F.cosine_similarity(s, t, dim=-1)).mean()
     raise ValueError(f"Unknown distillation loss {kind!r}; choose 'mse' or 'cosine'.")
 
-# %% ../nbs/01c_losses.ipynb #818f49ff
+# %% ../nbs/01c_losses.ipynb #h20b0049
 DISTILL_TARGETS = ("layernorm", "standardize", "none")
 
 def target_signal(tokens: torch.Tensor) -> dict:
@@ -377,7 +377,7 @@ def target_signal(tokens: torch.Tensor) -> dict:
             "effective_rank": float(torch.exp(-(p * p.log()).sum())) if len(p) else 0.0,
             "floor": float(resid / d), "dim": d, "n_tokens": n}
 
-# %% ../nbs/01c_losses.ipynb #d2d859cf
+# %% ../nbs/01c_losses.ipynb #h20b0052
 class TargetNorm(nn.Module):
     """Per-dimension standardisation of teacher tokens (B, T, D) across tokens, with running statistics (as
     feature-prediction self-supervision normalises its targets, e.g. data2vec, MaskFeat): a direction shared by every
@@ -411,7 +411,7 @@ class TargetNorm(nn.Module):
             self.update(t)
         return (t.detach().float() - self.mean) / torch.sqrt(self.var + self.eps)
 
-# %% ../nbs/01c_losses.ipynb #ce2831da
+# %% ../nbs/01c_losses.ipynb #h20b0055
 @dataclass
 class LossWeights:
     mse: float = 1.0
