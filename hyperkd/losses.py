@@ -149,43 +149,48 @@ class _SSIMTerm(torch.autograd.Function):
     def forward(ctx, p, t, w, v, c1, c2, g):
         B, C, H, W = p.shape
         bh, bw = _blur_matrix(g, H), _blur_matrix(g, W)
-        blur = lambda z: bh.T @ z @ bw
+        bhT = bh.T.contiguous()
         den = (w.sum() * C).clamp_min(1e-12)
         if v is not None:  # normalised convolution, as in ssim_map
             p, t = p * v, t * v
-        # SSIM needs E[p²] and E[t²] only as their sum: four blurred maps, not five (no stacked copies of p and t)
-        sq = torch.empty((2, B, C, H, W), dtype=p.dtype, device=p.device)
-        torch.mul(p, p, out=sq[0]).addcmul_(t, t)
-        torch.mul(p, t, out=sq[1])
-        mu_p, mu_t = blur(p), blur(t)
-        e2, ept = blur(sq)
-        del sq
+        # SSIM needs E[p²] and E[t²] only as their sum: four blurred maps, not five. Full-size maps are written into
+        # three buffers reused throughout (each new one costs its first touch): buf, tmp (the blur's halfway), mus
+        buf = torch.empty((3, B, C, H, W), dtype=p.dtype, device=p.device)
+        torch.mul(p, p, out=buf[0]).addcmul_(t, t)
+        torch.mul(p, t, out=buf[1])
+        tmp = torch.matmul(buf[:2], bw)
+        torch.matmul(bhT, tmp, out=buf[:2])
+        e2, ept = buf[0], buf[1]  # E[p² + t²], E[pt]
+        torch.matmul(p, bw, out=tmp[0])
+        torch.matmul(t, bw, out=tmp[1])
+        mus = torch.matmul(bhT, tmp)
+        mu_p, mu_t = mus[0], mus[1]
         if v is not None:
-            inv_n = blur(v).clamp_min(1e-12).reciprocal()
-            for m in (mu_p, mu_t, e2, ept):
-                m.mul_(inv_n)
+            inv_n = (bhT @ v @ bw).clamp_min(1e-12).reciprocal()
+            buf[:2].mul_(inv_n); mus.mul_(inv_n)
         c1 = torch.as_tensor(c1, dtype=p.dtype, device=p.device)
-        q = mu_p.square().addcmul_(mu_t, mu_t)  # μp² + μt²
-        B1 = q + c1
+        q = torch.mul(mu_p, mu_p, out=tmp[0]).addcmul_(mu_t, mu_t)  # μp² + μt²
+        B1 = torch.add(q, c1, out=tmp[1])
         B2 = e2.sub_(q).add_(c2)  # σp² + σt² + C2
-        del q
-        A1 = torch.addcmul(c1, mu_p, mu_t, value=2)  # 2 μp μt + C1
+        A1 = torch.addcmul(c1, mu_p, mu_t, value=2, out=buf[2])  # 2 μp μt + C1
         A2 = ept.mul_(2).sub_(A1).add_(c1 + c2)  # 2 σpt + C2
-        r = torch.mul(B1, B2).reciprocal_()
+        r = torch.mul(B1, B2, out=tmp[0]).reciprocal_()  # (q is spent)
         S = torch.mul(A1, A2).mul_(r)  # the SSIM map
         total = (S.sum(1, keepdim=True) * w).sum()
         if ctx.needs_input_grad[0]:
             ws = w * (-1.0 / den) if v is None else w * (-1.0 / den) * inv_n  # d loss / d S, through 1 / blur(v)
-            gm = torch.empty((3, B, C, H, W), dtype=p.dtype, device=p.device)  # d loss / d (μp, E[p²+t²], E[pt])
             iB2, iB1 = B2.reciprocal_(), B1.reciprocal_()
-            torch.mul(S, iB2, out=gm[1]).mul_(-ws)
-            d = iB2.sub_(iB1).mul_(S).mul_(mu_p)  # μp S (1/B2 − 1/B1)
-            torch.sub(A2, A1, out=gm[0]).mul_(mu_t).mul_(r).add_(d).mul_(2 * ws)
-            torch.mul(A1, r, out=gm[2]).mul_(2 * ws)
-            del d, iB1, iB2, A2, S, r, B1, B2, mu_p, mu_t
-            k_mu, k_e2, k_ept = bh @ gm @ bw.T  # the blur's transpose
-            del gm
-            grad = k_ept.mul_(t).addcmul_(k_e2, p, value=2).add_(k_mu if v is None else k_mu.mul_(v))
+            g_mu = A2.sub_(A1).mul_(mu_t).mul_(r)  # 2μt(A2 − A1)/(B1B2), the factor 2 below
+            g_x = A1.mul_(r).mul_(2 * ws)  # d loss / d E[pt]
+            d = iB1.neg_().add_(iB2).mul_(S).mul_(mu_p)  # μp S (1/B2 − 1/B1)
+            g_mu.add_(d).mul_(2 * ws)  # d loss / d μp
+            torch.mul(S, iB2, out=buf[0]).mul_(-ws)  # d loss / d E[p² + t²]
+            del S, d, tmp, mus, iB1, iB2, r, q, B1, B2, A1, A2, e2, ept, mu_p, mu_t
+            k = torch.matmul(bh, buf)
+            torch.matmul(k, bw.T, out=buf)  # the blur's transpose
+            del k
+            k_e2, k_mu, k_x = buf[0], buf[1], buf[2]
+            grad = torch.mul(k_x, t).addcmul_(k_e2, p, value=2).add_(k_mu if v is None else k_mu.mul_(v))
             ctx.save_for_backward(grad)
         return 1.0 - total / den
 
