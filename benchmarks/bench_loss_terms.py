@@ -1,29 +1,133 @@
 """Each loss term, forward + backward, (8, 202, 64, 64) float32, before issue #20 (tests/frozen_losses_6c94a9b.py) and
-now, timed in interleaved rounds: python benchmarks/bench_loss_terms.py [rounds]"""
-import time, statistics, sys, importlib.util, torch
+now, timed in interleaved rounds: python benchmarks/bench_loss_terms.py [rounds]
+
+    python benchmarks/bench_loss_terms.py --blur [rounds]
+
+The SSIM window's separable 7-tap Gaussian blur of a (5, 8, 202, 64, 64) stack, reflect-padded, three ways side by
+side: two products with the banded (H x H), (W x W) blur matrices (what the loss does), 7 shifted views added with
+their weights per axis, depthwise conv2d (a 1 x 7 then a 7 x 1 kernel, one group per map).
+
+    python benchmarks/bench_loss_terms.py --malloc [rounds]
+
+The default loss (all four terms) with glibc's default allocation of large blocks (mmap, returned at free: every new
+full-size map is page-faulted again) against blocks up to 32 MiB kept on the heap (what MALLOC_MMAP_THRESHOLD_=33554432
+MALLOC_TRIM_THRESHOLD_=1073741824 set for a process), toggled with mallopt between interleaved rounds (Linux, glibc)."""
+import importlib.util
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
 from hyperkd import losses
-spec = importlib.util.spec_from_file_location("frozen_losses", str(__import__("pathlib").Path(__file__).resolve().parent.parent / "tests" / "frozen_losses_6c94a9b.py"))
-fr = importlib.util.module_from_spec(spec); sys.modules["frozen_losses"] = fr; spec.loader.exec_module(fr)
+
+args = [a for a in sys.argv[1:] if not a.startswith("--")]
+ROUNDS = int(args[0]) if args else 5
 torch.manual_seed(0)
 B, C, H, W = 8, 202, 64, 64
-t = torch.randn(B, C, H, W); p = t + 0.3 * torch.randn_like(t)
-mask = (torch.rand(B, 1, 8, 8) < .75).float().repeat_interleave(8, 2).repeat_interleave(8, 3)
-mean, std = 0.2 + 0.1 * torch.rand(1, C, 1, 1), 0.05 * torch.ones(1, C, 1, 1)
-pr, tr = p * std + mean, t * std + mean
-def one(mod, term):
-    wts = {k: float(k == term) for k in ("mse", "ssim", "kl", "sam", "distill")}
-    L = mod.HyperKDLoss(wts, ssim_data_range=4.0)
-    q = (pr if term in ("kl", "sam") else p).clone().requires_grad_(True)
-    tt = tr if term in ("kl", "sam") else t
-    t0 = time.perf_counter()
-    tot, _ = L(q, tt, mask) if term not in ("kl", "sam") else L(q, tt, mask, pred_refl=q, target_refl=tt)
-    tot.backward()
-    return time.perf_counter() - t0
-ts = {(m, k): [] for m in ("before", "now") for k in ("mse", "ssim", "kl", "sam")}
-for r in range(int(sys.argv[1]) if len(sys.argv) > 1 else 5):
-    for k in ("mse", "ssim", "kl", "sam"):
-        for m, mod in (("before", fr), ("now", losses)):
-            ts[(m, k)].append(one(mod, k))
-for k in ("mse", "ssim", "kl", "sam"):
-    b, n = statistics.median(ts[("before", k)][1:]), statistics.median(ts[("now", k)][1:])
-    print(f"{k:5s} before {b*1e3:6.0f} ms  now {n*1e3:6.0f} ms  now/before {n/b:.2f}", flush=True)
+
+
+def blur_matrices(z, g):
+    return losses._blur_matrix(g, z.shape[-2]).T @ z @ losses._blur_matrix(g, z.shape[-1])
+
+
+def blur_shifted(z, g):
+    h, w, k = z.shape[-2], z.shape[-1], len(g)
+    zp = F.pad(z.reshape(-1, 1, h, w), (k // 2,) * 4, mode="reflect")[:, 0]
+    a = zp[..., 0:w] * g[0]
+    for i in range(1, k):
+        a.add_(zp[..., i:i + w], alpha=float(g[i]))
+    o = a[:, 0:h] * g[0]
+    for i in range(1, k):
+        o.add_(a[:, i:i + h], alpha=float(g[i]))
+    return o.reshape(z.shape)
+
+
+def blur_depthwise(z, g):
+    h, w, k = z.shape[-2], z.shape[-1], len(g)
+    n = z.shape[:-2].numel()
+    zp = F.pad(z.reshape(1, n, h, w), (k // 2,) * 4, mode="reflect")
+    kw, kh = g.view(1, 1, 1, k).expand(n, 1, 1, k).contiguous(), g.view(1, 1, k, 1).expand(n, 1, k, 1).contiguous()
+    return F.conv2d(F.conv2d(zp, kw, groups=n), kh, groups=n).reshape(z.shape)
+
+
+def blur_bench():
+    z = torch.randn(5, B, C, H, W)
+    g = losses._gauss_1d(7, 1.5, z.device, z.dtype)
+    fs = [blur_matrices, blur_shifted, blur_depthwise]
+    ref = blur_matrices(z, g)
+    for f in fs:
+        assert torch.allclose(f(z, g), ref, atol=1e-5), f.__name__
+    ts = {f.__name__: [] for f in fs}
+    for _ in range(ROUNDS):
+        for f in fs:
+            t0 = time.perf_counter()
+            f(z, g)
+            ts[f.__name__].append(time.perf_counter() - t0)
+    base = statistics.median(ts["blur_matrices"])
+    for k, v in ts.items():
+        print(f"{k:15s} median {statistics.median(v) * 1e3:6.0f} ms  ÷ matrices {statistics.median(v) / base:.2f}", flush=True)
+
+
+def terms_bench():
+    spec = importlib.util.spec_from_file_location("frozen_losses", str(Path(__file__).resolve().parent.parent / "tests" / "frozen_losses_6c94a9b.py"))
+    fr = importlib.util.module_from_spec(spec); sys.modules["frozen_losses"] = fr; spec.loader.exec_module(fr)
+    t = torch.randn(B, C, H, W); p = t + 0.3 * torch.randn_like(t)
+    mask = (torch.rand(B, 1, 8, 8) < .75).float().repeat_interleave(8, 2).repeat_interleave(8, 3)
+    mean, std = 0.2 + 0.1 * torch.rand(1, C, 1, 1), 0.05 * torch.ones(1, C, 1, 1)
+
+    def one(mod, term):
+        "One term alone (or all four, term 'all', as the trainer's default weights), spectral terms on reflectance."
+        wts = None if term == "all" else {k: float(k == term) for k in ("mse", "ssim", "kl", "sam", "distill")}
+        L = mod.HyperKDLoss(wts, ssim_data_range=4.0)
+        q = p.clone().requires_grad_(True)
+        t0 = time.perf_counter()
+        spectral = term in ("kl", "sam", "all")  # as the trainer: reflectance only for the spectral terms
+        tot, _ = L(q, t, mask, pred_refl=q * std + mean if spectral else None, target_refl=t * std + mean if spectral else None)
+        tot.backward()
+        return time.perf_counter() - t0
+    keys = ("mse", "ssim", "kl", "sam", "all")
+    ts = {(m, k): [] for m in ("before", "now") for k in keys}
+    for _ in range(ROUNDS):
+        for k in keys:
+            for m, mod in (("before", fr), ("now", losses)):
+                ts[(m, k)].append(one(mod, k))
+    for k in keys:
+        b, n = statistics.median(ts[("before", k)][1:]), statistics.median(ts[("now", k)][1:])
+        print(f"{k:5s} before {b*1e3:6.0f} ms  now {n*1e3:6.0f} ms  now/before {n/b:.2f}", flush=True)
+
+
+def malloc_bench():
+    import ctypes
+    libc = ctypes.CDLL("libc.so.6")
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+
+    def heap(keep: bool):
+        libc.mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024 if keep else 128 * 1024)  # glibc's documented defaults otherwise
+        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30 if keep else 128 * 1024)
+    t = torch.randn(B, C, H, W); p = t + 0.3 * torch.randn_like(t)
+    mask = (torch.rand(B, 1, 8, 8) < .75).float().repeat_interleave(8, 2).repeat_interleave(8, 3)
+    mean, std = 0.2 + 0.1 * torch.rand(1, C, 1, 1), 0.05 * torch.ones(1, C, 1, 1)
+    L = losses.HyperKDLoss(ssim_data_range=4.0)
+
+    def one():
+        q = p.clone().requires_grad_(True)
+        t0 = time.perf_counter()
+        tot, _ = L(q, t, mask, pred_refl=q * std + mean, target_refl=t * std + mean)
+        tot.backward()
+        return time.perf_counter() - t0
+    ts = {False: [], True: []}
+    for _ in range(ROUNDS):
+        for keep in (False, True):
+            heap(keep)
+            one()  # the first call after a switch settles the heap
+            ts[keep].append(one())
+    heap(False)
+    d, k = statistics.median(ts[False]), statistics.median(ts[True])
+    print(f"default loss, glibc default {d * 1e3:6.0f} ms, blocks kept on the heap {k * 1e3:6.0f} ms: ratio {k / d:.2f}")
+
+
+if __name__ == "__main__":
+    malloc_bench() if "--malloc" in sys.argv else blur_bench() if "--blur" in sys.argv else terms_bench()

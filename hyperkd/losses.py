@@ -19,15 +19,20 @@ __all__ = ['DISTILL_TARGETS', 'masked_mse', 'ssim_map', 'ssim_loss', 'block_ssim
            'spectral_angle', 'sam_loss', 'feature_distill_loss', 'target_signal', 'TargetNorm', 'LossWeights',
            'HyperKDLoss']
 
-# %% ../nbs/01c_losses.ipynb #ddc53e5e
+# %% ../nbs/01c_losses.ipynb #h20b0005
 def _finite(x: torch.Tensor) -> torch.Tensor:
-    "(B, 1, H, W) bool: the pixels with no NaN in any band (not nodata)."
-    return torch.isfinite(x).all(1, keepdim=True)
+    """(B, 1, H, W) bool: the pixels with no NaN in any band (not nodata). A pixel's band sum is finite only if every
+    band is: one sum over the bands answers for a batch without nodata; band by band only when some sum is not finite."""
+    if torch.compiler.is_compiling():  # no data-dependent branch in compiled code
+        return torch.isfinite(x).all(1, keepdim=True)
+    ok = torch.isfinite(x.sum(1, keepdim=True))
+    return ok if bool(ok.all()) else torch.isfinite(x).all(1, keepdim=True)  # nodata (or a sum past the float range)
 
 def _nodata_arg(finite: torch.Tensor) -> torch.Tensor | None:
     "`finite` where some pixel is nodata, else None (the cheaper path; compiled code always takes `finite`)."
     return finite if torch.compiler.is_compiling() or not bool(finite.all()) else None
 
+# %% ../nbs/01c_losses.ipynb #h20b0008
 def _fused(target: torch.Tensor, w: torch.Tensor) -> bool:
     "Take a term's forward-made gradient (`_SSIMTerm`, `_KLTerm`, `_SAMTerm`)? Not for compiled code or a target with gradient."
     return not (target.requires_grad or w.shape[1] != 1 or torch.compiler.is_compiling())
@@ -43,14 +48,31 @@ def _wmean(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     den = (w.sum() * (v.shape[1] if v.shape[1] != w.shape[1] else 1))
     return num / den.clamp_min(1e-12)
 
+# %% ../nbs/01c_losses.ipynb #h20b0011
 def _mse_w(pred, t0, w):
-    return _wmean((pred - t0).square(), w)
+    return _MSETerm.apply(pred, t0, w) if _fused(t0, w) else _wmean((pred - t0).square(), w)
+
+class _MSETerm(torch.autograd.Function):
+    "`_wmean((pred − t0)², w)`, its gradient 2 (pred − t0) w / den made in the forward pass (one full-size tensor)."
+    @staticmethod
+    def forward(ctx, pred, t0, w):
+        d = pred - t0
+        den = (w.sum() * pred.shape[1]).clamp_min(1e-12)
+        total = (torch.linalg.vecdot(d, d, dim=1).unsqueeze(1) * w).sum()
+        if ctx.needs_input_grad[0]:
+            ctx.save_for_backward(d.mul_(w * (2.0 / den)))
+        return total / den
+
+    @staticmethod
+    def backward(ctx, go):
+        grad, = ctx.saved_tensors
+        return grad * go, None, None
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     "Mean squared error over bands and the weighted pixels (the MAE reconstruction loss)."
     return _mse_w(pred, target.nan_to_num(0.0), _weights(target, mask))
 
-# %% ../nbs/01c_losses.ipynb #815db3f0
+# %% ../nbs/01c_losses.ipynb #h20b0014
 def _gauss_1d(size: int, sigma: float, device, dtype):
     ax = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
     g = torch.exp(-0.5 * (ax / sigma) ** 2)
@@ -67,6 +89,11 @@ def _blur_matrix(g: torch.Tensor, n: int) -> torch.Tensor:
                  g.repeat(n), accumulate=True)
     return m
 
+def _blur2d(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    "Separable Gaussian blur of (..., H, W) maps with reflect padding (two products with banded blur matrices)."
+    return _blur_matrix(g, z.shape[-2]).T @ z @ _blur_matrix(g, z.shape[-1])
+
+# %% ../nbs/01c_losses.ipynb #h20b0017
 def _ssim_constants(t: torch.Tensor, data_range, valid: torch.Tensor | None = None) -> tuple:
     "C1, C2 of SSIM; `data_range` None: the target's range per band over the batch's valid pixels."
     if data_range is None:
@@ -83,10 +110,6 @@ def _ssim_from_moments(mu_p, mu_t, ep, et, ept, c1, c2) -> torch.Tensor:
     "SSIM from windowed means and second moments E[p²], E[t²], E[pt]."
     spp, stt, spt = ep - mu_p ** 2, et - mu_t ** 2, ept - mu_p * mu_t
     return ((2 * mu_p * mu_t + c1) * (2 * spt + c2)) / ((mu_p ** 2 + mu_t ** 2 + c1) * (spp + stt + c2))
-
-def _blur2d(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    "Separable Gaussian blur of (..., H, W) maps with reflect padding (two products with banded blur matrices)."
-    return _blur_matrix(g, z.shape[-2]).T @ z @ _blur_matrix(g, z.shape[-1])
 
 def _check_window(H: int, W: int, window: int):
     if H < window or W < window:
@@ -119,6 +142,64 @@ def ssim_map(pred: torch.Tensor, target: torch.Tensor, window: int = 7, sigma: f
         mu_p, mu_t, ep, et, ept = (m * inv for m in (mu_p, mu_t, ep, et, ept))
     return _ssim_from_moments(mu_p, mu_t, ep, et, ept, c1, c2)
 
+# %% ../nbs/01c_losses.ipynb #h20b0020
+class _SSIMTerm(torch.autograd.Function):
+    "1 − weighted mean SSIM of `ssim_map` (w: (B, 1, H, W)), its gradient for `p` made in the forward pass."
+    @staticmethod
+    def forward(ctx, p, t, w, v, c1, c2, g):
+        B, C, H, W = p.shape
+        bh, bw = _blur_matrix(g, H), _blur_matrix(g, W)
+        bhT = bh.T.contiguous()
+        den = (w.sum() * C).clamp_min(1e-12)
+        if v is not None:  # normalised convolution, as in ssim_map
+            p, t = p * v, t * v
+        # SSIM needs E[p²] and E[t²] only as their sum: four blurred maps, not five. Full-size maps are written into
+        # three buffers reused throughout (each new one costs its first touch): buf, tmp (the blur's halfway), mus
+        buf = torch.empty((3, B, C, H, W), dtype=p.dtype, device=p.device)
+        torch.mul(p, p, out=buf[0]).addcmul_(t, t)
+        torch.mul(p, t, out=buf[1])
+        tmp = torch.matmul(buf[:2], bw)
+        torch.matmul(bhT, tmp, out=buf[:2])
+        e2, ept = buf[0], buf[1]  # E[p² + t²], E[pt]
+        torch.matmul(p, bw, out=tmp[0])
+        torch.matmul(t, bw, out=tmp[1])
+        mus = torch.matmul(bhT, tmp)
+        mu_p, mu_t = mus[0], mus[1]
+        if v is not None:
+            inv_n = (bhT @ v @ bw).clamp_min(1e-12).reciprocal()
+            buf[:2].mul_(inv_n); mus.mul_(inv_n)
+        c1 = torch.as_tensor(c1, dtype=p.dtype, device=p.device)
+        q = torch.mul(mu_p, mu_p, out=tmp[0]).addcmul_(mu_t, mu_t)  # μp² + μt²
+        B1 = torch.add(q, c1, out=tmp[1])
+        B2 = e2.sub_(q).add_(c2)  # σp² + σt² + C2
+        A1 = torch.addcmul(c1, mu_p, mu_t, value=2, out=buf[2])  # 2 μp μt + C1
+        A2 = ept.mul_(2).sub_(A1).add_(c1 + c2)  # 2 σpt + C2
+        r = torch.mul(B1, B2, out=tmp[0]).reciprocal_()  # (q is spent)
+        S = torch.mul(A1, A2).mul_(r)  # the SSIM map
+        total = (S.sum(1, keepdim=True) * w).sum()
+        if ctx.needs_input_grad[0]:
+            ws = w * (-1.0 / den) if v is None else w * (-1.0 / den) * inv_n  # d loss / d S, through 1 / blur(v)
+            iB2, iB1 = B2.reciprocal_(), B1.reciprocal_()
+            g_mu = A2.sub_(A1).mul_(mu_t).mul_(r)  # 2μt(A2 − A1)/(B1B2), the factor 2 below
+            g_x = A1.mul_(r).mul_(2 * ws)  # d loss / d E[pt]
+            d = iB1.neg_().add_(iB2).mul_(S).mul_(mu_p)  # μp S (1/B2 − 1/B1)
+            g_mu.add_(d).mul_(2 * ws)  # d loss / d μp
+            torch.mul(S, iB2, out=buf[0]).mul_(-ws)  # d loss / d E[p² + t²]
+            del S, d, tmp, mus, iB1, iB2, r, q, B1, B2, A1, A2, e2, ept, mu_p, mu_t
+            k = torch.matmul(bh, buf)
+            torch.matmul(k, bw.T, out=buf)  # the blur's transpose
+            del k
+            k_e2, k_mu, k_x = buf[0], buf[1], buf[2]
+            grad = torch.mul(k_x, t).addcmul_(k_e2, p, value=2).add_(k_mu if v is None else k_mu.mul_(v))
+            ctx.save_for_backward(grad)
+        return 1.0 - total / den
+
+    @staticmethod
+    def backward(ctx, go):
+        grad, = ctx.saved_tensors
+        return grad * go, None, None, None, None, None, None
+
+# %% ../nbs/01c_losses.ipynb #h20b0023
 def ssim_loss(pred, target, mask=None, window: int = 7, data_range=None) -> torch.Tensor:
     "1 − mean SSIM over bands and weighted pixels; windows use valid (non-NaN target) pixels only."
     finite = _finite(target)
@@ -132,45 +213,7 @@ def _ssim_w(pred, t0, w, window, data_range, valid=None):
     c1, c2 = _ssim_constants(t0, data_range, v)
     return _SSIMTerm.apply(pred, t0, w, v, c1, c2, _gauss_1d(window, 1.5, t0.device, t0.dtype))
 
-# %% ../nbs/01c_losses.ipynb #e5f1b3c3
-class _SSIMTerm(torch.autograd.Function):
-    "1 − weighted mean SSIM of `ssim_map` (w: (B, 1, H, W)), its gradient for `p` made in the forward pass."
-    @staticmethod
-    def forward(ctx, p, t, w, v, c1, c2, g):
-        B, C, H, W = p.shape
-        bh, bw = _blur_matrix(g, H), _blur_matrix(g, W)
-        den = (w.sum() * C).clamp_min(1e-12)
-        if v is not None:  # normalised convolution, as in ssim_map
-            p, t = p * v, t * v
-        mu_p, mu_t, ep, et, ept = bh.T @ torch.stack([p, t, p * p, t * t, p * t]) @ bw
-        if v is not None:
-            inv_n = (bh.T @ v @ bw).clamp_min(1e-12).reciprocal()
-            mu_p, mu_t, ep, et, ept = (m * inv_n for m in (mu_p, mu_t, ep, et, ept))
-        mpt, mp2 = mu_p * mu_t, mu_p.square()
-        B1 = mu_t.square().add_(c1).add_(mp2)
-        B2 = ep.sub_(mp2).add_(et).sub_(mu_t.square()).add_(c2)
-        A1 = (2 * mpt).add_(c1)
-        A2 = ept.sub_(mpt).mul_(2).add_(c2)
-        r = (B1 * B2).reciprocal_()
-        S = A1 * A2 * r
-        total = (S * w).sum()
-        if ctx.needs_input_grad[0]:
-            alpha = w * (-1.0 / den) if v is None else w * (-1.0 / den) * inv_n  # d loss / d S, through 1 / blur(v)
-            iB1, iB2 = B1.reciprocal_(), B2.reciprocal_()
-            g_mu = (A2 - A1).mul_(mu_t).mul_(r).add_(S * mu_p * (iB2 - iB1)).mul_(2 * alpha)
-            g_ep = S.mul_(iB2).mul_(-alpha)
-            g_ept = A1.mul_(r).mul_(2 * alpha)
-            k_mu, k_ep, k_ept = bh @ torch.stack([g_mu, g_ep, g_ept]) @ bw.T  # the blur's transpose
-            grad = k_ept.mul_(t).addcmul_(k_ep, p, value=2).add_(k_mu if v is None else k_mu * v)
-            ctx.save_for_backward(grad)
-        return 1.0 - total / den
-
-    @staticmethod
-    def backward(ctx, go):
-        grad, = ctx.saved_tensors
-        return grad * go, None, None, None, None, None, None
-
-# %% ../nbs/01c_losses.ipynb #225b9d7d
+# %% ../nbs/01c_losses.ipynb #h20b0029
 def block_ssim(pred: torch.Tensor, target: torch.Tensor, block: int, mask: torch.Tensor | None = None,
                data_range: torch.Tensor | float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """SSIM per band in non-overlapping `block` x `block` windows: (B, C, H/block, W/block) SSIM, and the
@@ -200,7 +243,35 @@ def _patch_ssim_w(pred, t0, w, patch, data_range):
     s, n = _block_ssim_w(pred, t0, w, patch, data_range)
     return 1.0 - (s * n).sum() / (n.sum() * s.shape[1]).clamp_min(1e-12)
 
-# %% ../nbs/01c_losses.ipynb #1d0684fe
+# %% ../nbs/01c_losses.ipynb #h20b0034
+class _KLTerm(torch.autograd.Function):
+    "`_kl_w` (KL(target ‖ pred) per pixel, weighted mean), its gradient for `pred` made in the forward pass."
+    @staticmethod
+    def forward(ctx, pred, target, w, eps):
+        pc, t = pred.clamp_min(eps), target.clamp_min(eps)
+        st, sp = t.sum(1, keepdim=True), pc.sum(1, keepdim=True)
+        ist = st.reciprocal()
+        q = t / pc
+        lr = q.log()  # log t − log p, one logarithm
+        tlr = torch.linalg.vecdot(t, lr, dim=1).unsqueeze(1)  # Σ t (log t − log p)
+        del lr, t, pc
+        stn = st * ist  # Σ t / Σt
+        kl = tlr * ist - stn * (st.log() - sp.log())  # the sums of _kl_w
+        den = w.sum().clamp_min(1e-12)
+        if ctx.needs_input_grad[0]:
+            c = w / den
+            grad = q.mul_(-ist * c).add_(stn / sp * c)  # d kl / d p = Σtn / Σp − tn / p, weighted
+            if bool(pred.amin() < eps):
+                grad.masked_fill_(pred < eps, 0.0)  # clamp_min passes the gradient where p >= eps
+            ctx.save_for_backward(grad)
+        return (kl * w).sum() / den
+
+    @staticmethod
+    def backward(ctx, go):
+        grad, = ctx.saved_tensors
+        return grad * go, None, None, None
+
+# %% ../nbs/01c_losses.ipynb #h20b0036
 def spectral_kl(pred, target, mask=None, eps: float = 1e-4) -> torch.Tensor:
     "KL(target ‖ pred) between per-pixel spectra normalised to distributions over bands (use reflectance)."
     return _kl_w(pred, target.nan_to_num(eps), _weights(target, mask), eps)
@@ -216,6 +287,7 @@ def _kl_w(pred, target, w, eps: float = 1e-4):
         t.sum(1, keepdim=True).log() - p.sum(1, keepdim=True).log())
     return _wmean(kl, w)
 
+# %% ../nbs/01c_losses.ipynb #h20b0039
 def spectral_angle(pred, target, eps: float = 1e-12) -> torch.Tensor:
     "Per-pixel spectral angle (radians), (B, 1, H, W)."
     a = pred * pred.norm(dim=1, keepdim=True).clamp_min(eps).reciprocal()  # multiply by (B,1,H,W): cheaper backward than div
@@ -226,45 +298,21 @@ def spectral_angle(pred, target, eps: float = 1e-12) -> torch.Tensor:
     sq = lambda v: torch.where(v == 0, torch.zeros_like(v), v.clamp_min(1e-30).sqrt())
     return 2 * torch.atan2(sq(diff), sq(summ))
 
-def _sam_w(pred, target, w, eps: float = 1e-12):
-    return _SAMTerm.apply(pred, target, w, eps) if _fused(target, w) else _wmean(spectral_angle(pred, target, eps), w)
-
-def sam_loss(pred, target, mask=None) -> torch.Tensor:
-    "Mean spectral angle (radians) over weighted pixels."
-    return _sam_w(pred, target.nan_to_num(0.0), _weights(target, mask))
-
-# %% ../nbs/01c_losses.ipynb #b8c4d6f6
-class _KLTerm(torch.autograd.Function):
-    "`_kl_w` (KL(target ‖ pred) per pixel, weighted mean), its gradient for `pred` made in the forward pass."
-    @staticmethod
-    def forward(ctx, pred, target, w, eps):
-        pc, t = pred.clamp_min(eps), target.clamp_min(eps)
-        st, sp = t.sum(1, keepdim=True), pc.sum(1, keepdim=True)
-        lr = t.log().sub_(pc.log())  # log t − log p
-        tn = t.mul_(st.reciprocal())  # t / Σt (t is the clamp's fresh tensor: reused in place)
-        stn = tn.sum(1, keepdim=True)
-        kl = (tn * lr).sum(1, keepdim=True) - stn * (st.log() - sp.log())  # the sums of _kl_w
-        den = w.sum().clamp_min(1e-12)
-        if ctx.needs_input_grad[0]:
-            grad = tn.div_(pc).neg_().add_(stn / sp).mul_(w / den)  # d kl / d p = Σtn / Σp − tn / p, weighted
-            ctx.save_for_backward(grad.masked_fill_(pred < eps, 0.0))  # clamp_min passes the gradient where p >= eps
-        return (kl * w).sum() / den
-
-    @staticmethod
-    def backward(ctx, go):
-        grad, = ctx.saved_tensors
-        return grad * go, None, None, None
-
+# %% ../nbs/01c_losses.ipynb #h20b0041
 class _SAMTerm(torch.autograd.Function):
     "Weighted mean of `spectral_angle`, its gradient for `pred` made in the forward pass (per pixel: k₁·pred + k₂·target)."
     @staticmethod
     def forward(ctx, pred, target, w, eps):
-        npred = pred.norm(dim=1, keepdim=True)
+        dot = lambda a, b: torch.linalg.vecdot(a, b, dim=1).unsqueeze(1)  # Σ over bands, no full-size product
+        pp, tt = dot(pred, pred), dot(target, target)
+        npred = pp.sqrt()
         s = npred.clamp_min(eps).reciprocal()
-        st = target.norm(dim=1, keepdim=True).clamp_min(eps).reciprocal()
-        a, b = pred * s, target * st
-        diff = (a - b).square_().sum(1, keepdim=True)
-        summ = a.add_(b).square_().sum(1, keepdim=True)
+        st = tt.sqrt().clamp_min(eps).reciprocal()
+        dv = (pred * s).addcmul_(target, st, value=-1)  # a − b
+        diff = dot(dv, dv)
+        del dv
+        aa, bb = pp * s * s, tt * st * st  # |a|², |b|²
+        summ = (2 * (aa + bb) - diff).clamp_min(0)  # Σ(a + b)² = 2|a|² + 2|b|² − Σ(a − b)²
         sq = lambda v: torch.where(v == 0, torch.zeros_like(v), v.clamp_min(1e-30).sqrt())
         y, x = sq(diff), sq(summ)
         den = w.sum().clamp_min(1e-12)
@@ -274,7 +322,7 @@ class _SAMTerm(torch.autograd.Function):
             a_d = torch.where(diff >= 1e-30, x / (y * r), 0.0)  # (dθ/dy)(dy/d diff); 0 where the zero-safe root is
             a_s = torch.where(summ >= 1e-30, -y / (x * r), 0.0)
             u, q = 2 * (a_d + a_s), 2 * (a_s - a_d)
-            aa, ab = (diff + summ) / 2 - (b * b).sum(1, keepdim=True), (summ - diff) / 4  # |a|², a·b
+            ab = (summ - diff) / 4  # a·b
             c = w / den
             # a = pred·s, s = 1 / max(|pred|, eps): d/d pred = s·G − s·(a·G)·a where |pred| >= eps
             k1 = c * s * s * (u - (npred >= eps) * (u * aa + q * ab))
@@ -286,7 +334,15 @@ class _SAMTerm(torch.autograd.Function):
         k1, k2, pred, target = ctx.saved_tensors
         return torch.addcmul(pred * (k1 * go), target, k2 * go), None, None, None
 
-# %% ../nbs/01c_losses.ipynb #dfb5b9ca
+# %% ../nbs/01c_losses.ipynb #h20b0043
+def _sam_w(pred, target, w, eps: float = 1e-12):
+    return _SAMTerm.apply(pred, target, w, eps) if _fused(target, w) else _wmean(spectral_angle(pred, target, eps), w)
+
+def sam_loss(pred, target, mask=None) -> torch.Tensor:
+    "Mean spectral angle (radians) over weighted pixels."
+    return _sam_w(pred, target.nan_to_num(0.0), _weights(target, mask))
+
+# %% ../nbs/01c_losses.ipynb #h20b0046
 def feature_distill_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str = "mse",
                          normalize_target: bool = True) -> torch.Tensor:
     "Distillation between (B, T, D) student (projected) and teacher tokens: 'mse' or 'cosine'."
@@ -303,7 +359,7 @@ def feature_distill_loss(student: torch.Tensor, teacher: torch.Tensor, kind: str
         return (1 - F.cosine_similarity(s, t, dim=-1)).mean()
     raise ValueError(f"Unknown distillation loss {kind!r}; choose 'mse' or 'cosine'.")
 
-# %% ../nbs/01c_losses.ipynb #aa38eb73
+# %% ../nbs/01c_losses.ipynb #h20b0049
 DISTILL_TARGETS = ("layernorm", "standardize", "none")
 
 def target_signal(tokens: torch.Tensor) -> dict:
@@ -326,6 +382,7 @@ def target_signal(tokens: torch.Tensor) -> dict:
             "effective_rank": float(torch.exp(-(p * p.log()).sum())) if len(p) else 0.0,
             "floor": float(resid / d), "dim": d, "n_tokens": n}
 
+# %% ../nbs/01c_losses.ipynb #h20b0052
 class TargetNorm(nn.Module):
     """Per-dimension standardisation of teacher tokens (B, T, D) across tokens, with running statistics (as
     feature-prediction self-supervision normalises its targets, e.g. data2vec, MaskFeat): a direction shared by every
@@ -359,7 +416,7 @@ class TargetNorm(nn.Module):
             self.update(t)
         return (t.detach().float() - self.mean) / torch.sqrt(self.var + self.eps)
 
-# %% ../nbs/01c_losses.ipynb #5ccb04dc
+# %% ../nbs/01c_losses.ipynb #h20b0055
 @dataclass
 class LossWeights:
     mse: float = 1.0
@@ -393,14 +450,16 @@ class HyperKDLoss(nn.Module):
         tr = target if target_refl is None else target_refl
         finite = _finite(target)  # nodata found once (the reflectance target shares it) and filled once
         valid = _weights(target, mask, finite)
-        t0 = target.nan_to_num(0.0)
+        # checked once per batch: without nodata, no filled copies of the targets (compiled code always fills: no branch)
+        nodata = torch.compiler.is_compiling() or not bool(finite.all())
+        t0 = target.nan_to_num(0.0) if nodata else target
         if w.mse: terms["mse"] = _mse_w(pred, t0, valid)
         if w.ssim:
             terms["ssim"] = (_patch_ssim_w(pred, t0, valid, self.patch_size, self.ssim_data_range)
                              if self.ssim_window == "patch" else
                              _ssim_w(pred, t0, valid, self.ssim_window, self.ssim_data_range, _nodata_arg(finite)))
         if w.kl or w.sam:
-            tr0 = t0 if tr is target else tr.nan_to_num(1e-4)
+            tr0 = t0 if tr is target else tr.nan_to_num(1e-4) if nodata else tr
             if w.kl: terms["kl"] = _kl_w(pr, tr0, valid)
             if w.sam: terms["sam"] = _sam_w(pr, tr0, valid)
         if w.distill and student_tokens and teacher_tokens:

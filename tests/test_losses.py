@@ -123,3 +123,48 @@ def test_nodata_changes_the_ssim_term_only():
     assert abs(float(new["ssim"][0]) - float(old["ssim"][0])) > 1e-3
     finite = torch.isfinite(target).all(1, keepdim=True)
     assert torch.isfinite(new["ssim"][1]).all() and (new["ssim"][1] * ~finite == 0).all()  # no gradient at nodata
+
+
+def _autograd_term(term, p, t0, w, valid=None, dr=4.0):
+    "The same term through autograd (the path compiled code takes), as a reference for the forward-made gradients."
+    if term == "mse":
+        return losses._wmean((p - t0).square(), w)
+    if term == "ssim":
+        return 1.0 - losses._wmean(losses.ssim_map(p, t0, 7, data_range=dr, valid=valid), w)
+    if term == "kl":
+        pc, tc = p.clamp_min(1e-4), t0.clamp_min(1e-4)
+        tn = tc / tc.sum(1, keepdim=True)
+        return losses._wmean((tn * (tc.log() - pc.log())).sum(1, keepdim=True)
+                             - tn.sum(1, keepdim=True) * (tc.sum(1, keepdim=True).log() - pc.sum(1, keepdim=True).log()), w)
+    return losses._wmean(losses.spectral_angle(p, t0), w)
+
+
+@pytest.mark.parametrize("term", ["mse", "ssim", "kl", "sam"])
+def test_fused_terms_equal_autograd_with_nodata_and_edge_values(term):
+    """The forward-made gradients (_MSETerm, _SSIMTerm with normalised convolution, _KLTerm with values below eps,
+    _SAMTerm with a zero spectrum) against autograd through the formulas, in float32 at the trainer's sizes' kind."""
+    pred, target, mask, mean, std = _batch(seed=3, C=30)
+    if term in ("kl", "sam"):
+        pred, target = pred * std + mean, target * std + mean
+        pred[0, :, 1, 1] = -0.2  # below eps in every band: KL's clamp passes no gradient there
+        pred[1, 2, 3, 3] = 0.0
+        target[1, :, 5, 5] = 0.0  # a zero target spectrum (SAM's norm at eps)
+    target = target.clone(); target[0, :, :5] = float("nan"); target[1, :, :, -2:] = float("nan")
+    finite = losses._finite(target)
+    w = losses._weights(target, mask, finite)
+    t0 = target.nan_to_num(1e-4 if term in ("kl", "sam") else 0.0)
+    pa, pb = pred.clone().requires_grad_(), pred.clone().requires_grad_()
+    fused = {"mse": lambda p: losses._mse_w(p, t0, w), "ssim": lambda p: losses._ssim_w(p, t0, w, 7, 4.0, finite),
+             "kl": lambda p: losses._kl_w(p, t0, w), "sam": lambda p: losses._sam_w(p, t0, w)}[term]
+    la, lb = fused(pa), _autograd_term(term, pb, t0, w, finite)
+    assert abs(la.item() - lb.item()) <= 1e-5 * abs(lb.item()), (la.item(), lb.item())
+    la.backward(); lb.backward()
+    assert float((pa.grad - pb.grad).norm()) <= 1e-5 * float(pb.grad.norm())
+    assert (pa.grad * ~finite == 0).all()  # no gradient at nodata
+
+
+def test_finite_answers_band_by_band_when_a_sum_overflows():
+    x = torch.full((1, 3, 2, 2), 3e38)  # every value finite, each pixel's band sum is inf
+    assert losses._finite(x).all()
+    x[0, 1, 0, 0] = float("nan"); x[0, 2, 1, 1] = -float("inf")
+    assert losses._finite(x).tolist() == [[[[False, True], [True, False]]]]
