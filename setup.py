@@ -39,7 +39,7 @@ setuptools.setup(
     url=cfg["git_url"],
     packages=setuptools.find_packages(include=["hyperkd", "hyperkd.*"]),
     include_package_data=True,
-    package_data={"hyperkd": ["data/*.csv", "data/*.txt", "data/*.md", "data/*.pt", "data/*.json"]},
+    package_data={"hyperkd": ["resources/*.csv", "resources/*.txt", "resources/*.md", "resources/*.pt", "resources/*.json"]},
     install_requires=requirements,
     extras_require={"samples": samples, "dev": dev, "terratorch": terratorch},
     dependency_links=cfg.get("dep_links", "").split(),

