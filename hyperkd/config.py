@@ -12,10 +12,9 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Sequence
 
-import torch
 
 from .spectral import SENSORS, to_nm
-from .data import atomic_file
+from .files import _atomic_write_text  # the ground floor's atomic writes
 from .cubes import RESAMPLE_METHODS
 from .masking import MASK_STRATEGIES
 from .losses import DISTILL_TARGETS, LossWeights
@@ -227,16 +226,6 @@ def validate_config(cfg: TrainConfig) -> None:
                          f"teacher_steps=N to pretrain a small teacher for it here (cached).")
 
 # %% ../nbs/01d_config.ipynb #2dba8a88
-def _atomic_write_text(path: Path, text: str) -> Path:
-    with atomic_file(path) as tmp:
-        tmp.write_text(text)
-    return Path(path)
-
-def _atomic_torch_save(obj, path: Path) -> Path:
-    with atomic_file(path) as tmp:
-        torch.save(obj, tmp)
-    return Path(path)
-
 def git_revision() -> str | None:
     "The git commit of the hyperkd checkout (None outside a git checkout)."
     try:

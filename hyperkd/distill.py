@@ -20,13 +20,13 @@ import torch.nn as nn
 import torch.distributed as dist
 
 from .spectral import alignment_matrix, hls
-from .data import (BandStats, PatchDataset, atomic_file, band_stats, demo_scene, load_multispectral_scene,
+from .data import (BandStats, PatchDataset, band_stats, demo_scene, load_multispectral_scene,
                           spectral_earth_patches, open_spectral_earth_patch)
 from .cubes import cache_dir
 from .models import PRITHVI_PRESETS, HyperspectralMAE, PrithviMAE, load_prithvi, random_mask, save_prithvi
 
-from .config import (MODES, TrainConfig, apply_overrides, git_revision, parse_override, validate_config,
-                            _atomic_torch_save, _atomic_write_text)
+from .config import (MODES, TrainConfig, apply_overrides, git_revision, parse_override, validate_config)
+from .files import atomic_file, _atomic_torch_save, _atomic_write_text
 from .teacher import (SHIPPED_TEACHER, AugmentedScenes, resolve_layers, shipped_teacher_path, small_teacher_path,
                              teacher_skill)
 from . import teacher as _teacher
