@@ -23,8 +23,8 @@ from .enmap import (ENMAP_NODATA, ProductError, _PRODUCT_RE, _check_readable, _c
 from .products import READABLE, sniff, is_desis, refuse_desis, open_product
 
 # %% auto #0
-__all__ = ['ENVI_DATA_SUFFIXES', 'RESAMPLE_METHODS', 'write_cube', 'open_cube', 'cache_dir', 'to_preset', 'cache_info',
-           'clear_cache']
+__all__ = ['ENVI_DATA_SUFFIXES', 'RESAMPLE_METHODS', 'write_cube', 'open_cube', 'cache_dir', 'cache_info', 'clear_cache',
+           'to_preset']
 
 # %% ../nbs/01_data2_cubes.ipynb #f53f38c2
 def write_cube(cube: xr.DataArray, path, driver: str = "GTiff", dtype=None, scale: float = 1.0, nodata=None) -> Path:
@@ -72,7 +72,7 @@ def write_cube(cube: xr.DataArray, path, driver: str = "GTiff", dtype=None, scal
     return path
 
 
-# %% ../nbs/01_data2_cubes.ipynb #66670569
+# %% ../nbs/01_data2_cubes.ipynb #h22c40003
 def _floats(v) -> np.ndarray:
     "An ENVI header value (list of strings, or one string) as floats."
     return np.array([float(x) for x in (v if isinstance(v, list) else str(v).strip("{} ").split(","))])
@@ -83,6 +83,7 @@ def _envi_header_of(path: Path) -> Path | None:
             return c
     return None
 
+# %% ../nbs/01_data2_cubes.ipynb #h22c40006
 def _file_metadata(src, path: Path) -> dict:
     """Band metadata of an open rasterio file: wavelengths, fwhm, units, bbl (good bands), reflectance scale factor,
     nodata. An ENVI file's header is read with `read_envi_header` (spectral python) and wins; then per-band
@@ -130,6 +131,7 @@ def _file_metadata(src, path: Path) -> dict:
         out["units"] = None  # ENVI's 'Unknown': nm assumed, check_wavelengths refuses micrometre-looking values
     return out
 
+# %% ../nbs/01_data2_cubes.ipynb #h22c40009
 def _enmap_xml_beside(path: Path) -> Path | None:
     "The METADATA.XML of a renamed/copied EnMAP spectral image: `<stem>-METADATA.XML`, `<stem>.xml`, or the only one."
     for name in (f"{path.stem}-METADATA.XML", f"{path.stem}.xml"):
@@ -139,8 +141,7 @@ def _enmap_xml_beside(path: Path) -> Path | None:
     only = [q for q in path.parent.glob("*") if q.name.upper().endswith("METADATA.XML")]
     return only[0] if len(only) == 1 else None
 
-
-# %% ../nbs/01_data2_cubes.ipynb #36eb965f
+# %% ../nbs/01_data2_cubes.ipynb #h22c40012
 def _band_sensor(path: Path, meta: dict, count: int, named, wavelengths, units) -> Sensor:
     "The file's bands as a `Sensor`: from `wavelengths=`/`units=` when given, else from its metadata. Errors name the file."
     names = [m.group(1) for m in named] if all(named) else [f"B{i + 1}" for i in range(count)]
@@ -170,7 +171,6 @@ def _band_sensor(path: Path, meta: dict, count: int, named, wavelengths, units) 
         msg = str(e)
         raise ProductError(msg if str(path) in msg or where in msg else f"{path}: {msg}") from None
     return sensor
-
 
 # %% ../nbs/01_data2_cubes.ipynb #1016fbf8
 ENVI_DATA_SUFFIXES = (".img", ".dat", ".bsq", ".bil", ".bip", ".raw", ".IMG", ".DAT", ".BSQ", ".BIL", ".BIP", ".RAW")  # beside name.hdr
@@ -247,7 +247,7 @@ def open_cube(path, chunks="auto", wavelengths=None, units: str | None = None, s
     cube.name = "reflectance"
     return cube
 
-# %% ../nbs/01_data2_cubes.ipynb #ad49e99d
+# %% ../nbs/01_data2_cubes.ipynb #h22c40014
 def cache_dir() -> Path:
     "hyperkd's cache folder: `$HYPERKD_CACHE`, default `~/.cache/hyperkd` (small teachers, resampled cubes)."
     return Path(os.environ.get("HYPERKD_CACHE", Path.home() / ".cache" / "hyperkd"))
@@ -256,6 +256,7 @@ RESAMPLE_METHODS = ("srf", "range", "nearest")
 _OPTION_HINT = ("resample='srf' (PatchDataset / to_preset), `--set resample=srf` (hyperkd distill / mae / ablate) or "
                 "`--resample srf` (hyperkd explore)")
 
+# %% ../nbs/01_data2_cubes.ipynb #h22c40017
 def _nm_list(wl, n: int = 6) -> str:
     wl = [f"{w:.0f}" for w in wl]
     return ", ".join(wl[:n]) + (f" and {len(wl) - n} more" if len(wl) > n else "") + " nm"
@@ -278,6 +279,7 @@ def _preset_mismatch(cube: xr.DataArray, preset: Sensor, tol_nm: float) -> str |
                 f"({', '.join(missing[:6])}{f' and {len(missing) - 6} more' if len(missing) > 6 else ''})")
     return None
 
+# %% ../nbs/01_data2_cubes.ipynb #h22c40020
 def _cache_file(cube: xr.DataArray, bands: str, method: str) -> Path | None:
     src = cube.attrs.get("source")
     if not src or not Path(src).is_file():
@@ -289,6 +291,31 @@ def _cache_file(cube: xr.DataArray, bands: str, method: str) -> Path | None:
     digest = __import__("hashlib").sha1(key.encode()).hexdigest()[:12]
     return cache_dir() / "resampled" / f"{Path(src).stem}-{bands}-{method}-{digest}.tif"
 
+# %% ../nbs/01_data2_cubes.ipynb #h22c40023
+def cache_info() -> dict:
+    "The resample cache: {'path', 'files', 'bytes'} of `cache_dir()/resampled` (it grows with every new file/preset)."
+    d = cache_dir() / "resampled"
+    files = [f for f in d.glob("*") if f.is_file()] if d.is_dir() else []
+    return {"path": str(d), "files": len(files), "bytes": sum(f.stat().st_size for f in files)}
+
+def clear_cache() -> dict:
+    "Delete every resampled cube in the cache (they are rebuilt on demand). Returns what was freed, as `cache_info`."
+    info = cache_info()
+    shutil.rmtree(info["path"], ignore_errors=True)
+    return info
+
+# %% ../nbs/01_data2_cubes.ipynb #h22c40026
+def _resample_cube(cube, preset: Sensor, method: str) -> xr.DataArray:
+    from hyperkd.spectral import resample as _resample
+    drop = [c for c in cube.coords if c not in ("band", "wavelength", "fwhm", "y", "x", "spatial_ref")
+            and "band" in cube.coords[c].dims]
+    out = _resample(cube.drop_vars(drop), dst=preset, method=method)
+    for c in ("spatial_ref",):
+        if c in cube.coords:
+            out = out.assign_coords({c: cube.coords[c]})
+    return out.astype(np.float32)
+
+# %% ../nbs/01_data2_cubes.ipynb #h22c40029
 def to_preset(cube: xr.DataArray, bands: str = "enmap-202", resample: str | None = None, cache: bool = True,
               tol_nm: float = 5.0, log=print) -> xr.DataArray:
     """`cube` (band, y, x) on the EnMAP band preset `bands`: its own bands when it has them (names, centres
@@ -332,28 +359,3 @@ def to_preset(cube: xr.DataArray, bands: str = "enmap-202", resample: str | None
     log(f"The resample cache holds {info['files']} file(s), {info['bytes'] / 2**20:.1f} MiB in {info['path']} "
         "(hyperkd.cubes.clear_cache() empties it)")
     return open_cube(target)
-
-
-# %% ../nbs/01_data2_cubes.ipynb #c686a4cf
-def cache_info() -> dict:
-    "The resample cache: {'path', 'files', 'bytes'} of `cache_dir()/resampled` (it grows with every new file/preset)."
-    d = cache_dir() / "resampled"
-    files = [f for f in d.glob("*") if f.is_file()] if d.is_dir() else []
-    return {"path": str(d), "files": len(files), "bytes": sum(f.stat().st_size for f in files)}
-
-def clear_cache() -> dict:
-    "Delete every resampled cube in the cache (they are rebuilt on demand). Returns what was freed, as `cache_info`."
-    info = cache_info()
-    shutil.rmtree(info["path"], ignore_errors=True)
-    return info
-
-def _resample_cube(cube, preset: Sensor, method: str) -> xr.DataArray:
-    from hyperkd.spectral import resample as _resample
-    drop = [c for c in cube.coords if c not in ("band", "wavelength", "fwhm", "y", "x", "spatial_ref")
-            and "band" in cube.coords[c].dims]
-    out = _resample(cube.drop_vars(drop), dst=preset, method=method)
-    for c in ("spatial_ref",):
-        if c in cube.coords:
-            out = out.assign_coords({c: cube.coords[c]})
-    return out.astype(np.float32)
-

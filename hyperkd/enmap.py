@@ -22,13 +22,14 @@ from .spectral import ENMAP_PRESETS, enmap_preset, sensor_from_cube
 __all__ = ['ENMAP_NODATA', 'QUALITY_LAYERS', 'ProductError', 'enmap_metadata_xml', 'product_name', 'write_enmap_product',
            'EnMAPMetadata', 'read_enmap_metadata', 'select_bands', 'open_enmap', 'open_enmap_quality']
 
-# %% ../nbs/01_data1_enmap.ipynb #251e78d5
+# %% ../nbs/01_data1_enmap.ipynb #h22c20001
 ENMAP_NODATA = -32768
 _PRODUCT_RE = re.compile(r"(?P<prefix>.+)-SPECTRAL_IMAGE\.TIF$", re.I)
 
 class ProductError(ValueError):
     "A product or cube file that cannot be read as asked; the message names the file."
 
+# %% ../nbs/01_data1_enmap.ipynb #h22c20004
 def _band_xml(parent, number, wl, fwhm, gain, offset):
     b = ET.SubElement(parent, "bandID", number=str(number))
     for tag, v in (("wavelengthCenterOfBand", wl), ("FWHMOfBand", fwhm), ("GainOfBand", gain), ("OffsetOfBand", offset)):
@@ -61,7 +62,7 @@ def enmap_metadata_xml(wavelengths, fwhm, gain, offset, rows, cols, name, detect
     ET.indent(root)
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
-# %% ../nbs/01_data1_enmap.ipynb #997233ff
+# %% ../nbs/01_data1_enmap.ipynb #h22c20007
 QUALITY_LAYERS = ("PIXELMASK", "QUALITY_CLOUD", "QUALITY_CLOUDSHADOW", "QUALITY_HAZE", "QUALITY_SNOW", "QUALITY_CIRRUS")
 
 def _default_crs_transform(ny, nx):
@@ -86,6 +87,7 @@ def _write_tif(path, data, crs, transform, nodata=None, cog=True, descriptions=N
         if tags and tags.get("dataset"):
             dst.update_tags(**tags["dataset"])
 
+# %% ../nbs/01_data1_enmap.ipynb #h22c20010
 def product_name(tile: int = 1, date: str = "20240601T103000Z") -> str:
     "An EnMAP L2A product name in the official pattern."
     return f"ENMAP01-____L2A-DT{tile:010d}_{date}_001_V010402_{date[:8]}T120000Z"
@@ -129,7 +131,7 @@ def write_enmap_product(cube: xr.DataArray, out_dir, name: str | None = None, ga
     commit()
     return Path(out_dir) / name
 
-# %% ../nbs/01_data1_enmap.ipynb #98175db4
+# %% ../nbs/01_data1_enmap.ipynb #h22c20012
 def _sibling(p: Path, name: str) -> Path:
     "`p.parent / name`, or the file of that name in another letter case (copies often lower-case the suffix)."
     exact = p.parent / name
@@ -138,6 +140,7 @@ def _sibling(p: Path, name: str) -> Path:
     hits = [q for q in p.parent.glob("*") if q.name.upper() == name.upper()]
     return hits[0] if hits else exact
 
+# %% ../nbs/01_data1_enmap.ipynb #h22c20015
 def _zip_product(z: Path) -> tuple[str, tuple]:
     "The spectral image (a GDAL /vsizip/ path) and METADATA.XML (name, bytes) of an EnMAP product still in its ZIP."
     import zipfile
@@ -159,6 +162,7 @@ def _zip_product(z: Path) -> tuple[str, tuple]:
         raise ProductError(f"{z}: a damaged ZIP archive ({e}).") from None
     return f"/vsizip/{z.resolve()}/{tifs[0]}", xml
 
+# %% ../nbs/01_data1_enmap.ipynb #h22c20018
 def _find_product(path) -> tuple:
     p = Path(path)
     if not p.exists():
@@ -183,8 +187,7 @@ def _find_product(path) -> tuple:
                            "scale_factor=10000) if its gains are 1e-4.")
     return tif, xml
 
-
-# %% ../nbs/01_data1_enmap.ipynb #2ea399d4
+# %% ../nbs/01_data1_enmap.ipynb #h22c20021
 @dataclass
 class EnMAPMetadata:
     "Per-band metadata of an EnMAP product, from its METADATA.XML."
@@ -237,6 +240,7 @@ def read_enmap_metadata(xml_path) -> EnMAPMetadata:
                 expected[i], detector[i] = True, d
     return EnMAPMetadata(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], expected, detector.astype(str))
 
+# %% ../nbs/01_data1_enmap.ipynb #h22c20024
 def _check_readable(tif: Path):
     "Open the TIFF and decode its last block: catches truncated and corrupt files at open time."
     import rasterio
@@ -252,6 +256,7 @@ def _check_readable(tif: Path):
         raise ProductError(f"{tif}: a container without image bands of its own (netCDF/HDF5 subdatasets?), not an "
                            "image GDAL can read as a cube.") from None
 
+# %% ../nbs/01_data1_enmap.ipynb #h22c20027
 def _chunks(chunks, count):
     if chunks is None:
         return None
@@ -259,6 +264,7 @@ def _chunks(chunks, count):
         return {"band": count, "y": 256, "x": 256}
     return chunks
 
+# %% ../nbs/01_data1_enmap.ipynb #h22c20030
 def select_bands(cube: xr.DataArray, bands=None, wavelength: tuple | None = None) -> xr.DataArray:
     """Subset a cube by preset name ('enmap-202', 'enmap-218', 'enmap-224'), by band names/positions, and/or
     by a wavelength interval (nm). Lazy; a preset the cube does not cover is an error."""
@@ -288,6 +294,7 @@ def select_bands(cube: xr.DataArray, bands=None, wavelength: tuple | None = None
             raise ValueError(f"No band of the cube lies in {lo}-{hi} nm.")
     return out
 
+# %% ../nbs/01_data1_enmap.ipynb #h22c20033
 def open_enmap(path, bands=None, chunks="auto", xml=None) -> xr.DataArray:
     """Open an EnMAP L2A product (folder, *-SPECTRAL_IMAGE.TIF, *-METADATA.XML, or the delivered .ZIP read in place
     through GDAL's /vsizip/) as a lazy float32 reflectance cube (band, y, x) with wavelength/fwhm coordinates,
@@ -320,6 +327,7 @@ def open_enmap(path, bands=None, chunks="auto", xml=None) -> xr.DataArray:
     refl.rio.write_nodata(np.nan, encoded=False, inplace=True)
     return select_bands(refl, bands) if bands is not None else refl
 
+# %% ../nbs/01_data1_enmap.ipynb #h22c20035
 def open_enmap_quality(path) -> xr.Dataset:
     "The product's quality layers (`*-QL_*.TIF` beside the spectral image) as a Dataset of (y, x) variables."
     import rioxarray

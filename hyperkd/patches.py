@@ -24,7 +24,7 @@ from .cubes import open_cube, to_preset
 # %% auto #0
 __all__ = ['valid_values', 'BandStats', 'band_stats', 'PatchDataset', 'LabeledPatchDataset']
 
-# %% ../nbs/01_data3_patches.ipynb #5f89dad1
+# %% ../nbs/01_data3_patches.ipynb #h22c10001
 def valid_values(a, nodata=None):
     """Which stored values are data: a bool array (numpy) or tensor (torch) of `a`'s shape, for pixels as a file
     holds them (integer DNs or float values). NaN and ±inf are nodata in float data whatever the declared `nodata`;
@@ -38,6 +38,7 @@ def valid_values(a, nodata=None):
         ok &= a != nodata
     return ok
 
+# %% ../nbs/01_data3_patches.ipynb #h22c10004
 def _band_ranges(names) -> str:
     "Band names with runs of consecutive 'B<n>' names collapsed: 'B130-B136, B140'."
     runs = []
@@ -49,8 +50,7 @@ def _band_ranges(names) -> str:
             runs.append((n, int(m.group(1)) if m else None, n))
     return ", ".join(a if a == b else f"{a}-{b}" for a, _, b in runs)
 
-
-# %% ../nbs/01_data3_patches.ipynb #078c9e00
+# %% ../nbs/01_data3_patches.ipynb #h22c10006
 @dataclass
 class BandStats:
     "Per-band mean/std (reflectance units) with band names and wavelengths; JSON round-trip."
@@ -92,6 +92,7 @@ class BandStats:
         s = torch.as_tensor(self.std, dtype=x.dtype, device=x.device)[:, None, None]
         return x * s + m
 
+# %% ../nbs/01_data3_patches.ipynb #h22c10009
 def band_stats(items, band_names=(), wavelengths=None, progress: bool = False, min_std: float = 1e-6,
                 name: str | None = None) -> BandStats:
     """Stream per-band mean/std over `items`: (C, H, W) / (C, N) arrays, tensors or DataArrays, or a
@@ -148,7 +149,115 @@ def _open_kwargs(wavelengths=None, units: str | None = None, scale_factor: float
     return {k: v for k, v in stated.items() if v is not None}
 
 
-# %% ../nbs/01_data3_patches.ipynb #6e6a7e9d
+# %% ../nbs/01_data3_patches.ipynb #h22c10011
+@dataclass
+class _Source:
+    path: str | None  # file read with rasterio, or None for an in-memory array
+    bands: np.ndarray  # 1-based band indexes into the file
+    gain: np.ndarray
+    offset: np.ndarray
+    nodata: float | None
+    height: int
+    width: int
+    array: np.ndarray | None = None  # (C, H, W) float32 reflectance for in-memory sources
+    name: str = ""
+    layout: "_Layout | None" = None  # where an uncompressed file's pixel blocks lie (direct reads)
+    all_bands: bool = False  # `bands` is every band of the file, in order (no band gather after a direct read)
+
+@dataclass
+class _Layout:
+    "Byte offsets of the pixel blocks of an uncompressed, pixel-interleaved, little-endian TIFF."
+    offsets: np.ndarray  # (block rows, block cols) file offsets
+    block: tuple  # (height, width) of a block
+    dtype: np.dtype  # little-endian pixel type
+    count: int  # bands per pixel
+
+# %% ../nbs/01_data3_patches.ipynb #h22c10014
+def _tile_layout(path) -> _Layout | None:
+    """The block layout of `path` when its pixels can be read straight from the file (uncompressed, pixel
+    interleaved, little-endian, every block present): one read per block, no decoding. None otherwise."""
+    import rasterio
+    from rasterio.enums import Interleaving
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(2) != b"II":
+                return None
+        with rasterio.open(path) as f:
+            if f.driver != "GTiff" or f.compression is not None or len(set(f.dtypes)) != 1 or \
+                    (f.count > 1 and f.interleaving != Interleaving.pixel):
+                return None
+            bh, bw = f.block_shapes[0]
+            nby, nbx = -(-f.height // bh), -(-f.width // bw)
+            if nby * nbx > 4096:
+                return None
+            offs = np.zeros((nby, nbx), np.int64)
+            for by in range(nby):
+                for bx in range(nbx):
+                    o = f.get_tag_item(f"BLOCK_OFFSET_{bx}_{by}", "TIFF", bidx=1)
+                    n = f.get_tag_item(f"BLOCK_SIZE_{bx}_{by}", "TIFF", bidx=1)
+                    dt = np.dtype(f.dtypes[0])
+                    if not o or int(n) != bh * bw * f.count * dt.itemsize:
+                        return None  # a sparse (absent) block, or not a plain array of pixels
+                    offs[by, bx] = int(o)
+            return _Layout(offs, (bh, bw), dt.newbyteorder("<"), f.count)
+    except (OSError, ValueError, rasterio.errors.RasterioError):
+        return None
+
+# %% ../nbs/01_data3_patches.ipynb #h22c10017
+_HANDLES: dict = {}
+_FDS: dict = {}
+
+def _per_process(cache: dict, path, open_, close):
+    "One open handle per (process, file), the oldest half closed past 256: DataLoader workers each open their own."
+    key = (os.getpid(), path)
+    h = cache.get(key)
+    if h is None:
+        if len(cache) > 256:
+            for k in [k for k in cache if k[0] == os.getpid()][:128]:
+                close(cache.pop(k))
+        h = cache[key] = open_(path)
+    return h
+
+def _handle(path):
+    "The rasterio dataset of `path` for this process."
+    import rasterio
+    return _per_process(_HANDLES, path, rasterio.open, lambda h: h.close())
+
+def _fd(path) -> int:
+    "The OS file descriptor of `path` for this process, for direct block reads."
+    return _per_process(_FDS, path, lambda p: os.open(p, os.O_RDONLY), os.close)
+
+# %% ../nbs/01_data3_patches.ipynb #h22c10020
+def _read_blocks(src: _Source, y: int, x: int, s: int) -> np.ndarray:
+    "The (s, s, count) pixels of window (y, x) read straight from the file's blocks (one pread per block)."
+    L, fd = src.layout, _fd(src.path)
+    bh, bw = L.block
+    n = bh * bw * L.count
+    if y % bh == 0 and x % bw == 0 and s == bh == bw:  # the window is one block: read it in place
+        buf = np.empty(n, L.dtype)
+        os.preadv(fd, [memoryview(buf).cast("B")], int(L.offsets[y // bh, x // bw]))
+        return buf.reshape(bh, bw, L.count)
+    out = np.empty((s, s, L.count), L.dtype)
+    buf = np.empty(n, L.dtype)
+    for by in range(y // bh, (y + s - 1) // bh + 1):
+        for bx in range(x // bw, (x + s - 1) // bw + 1):
+            os.preadv(fd, [memoryview(buf).cast("B")], int(L.offsets[by, bx]))
+            blk = buf.reshape(bh, bw, L.count)
+            y0, x0 = max(y, by * bh), max(x, bx * bw)
+            y1, x1 = min(y + s, (by + 1) * bh), min(x + s, (bx + 1) * bw)
+            out[y0 - y:y1 - y, x0 - x:x1 - x] = blk[y0 - by * bh:y1 - by * bh, x0 - bx * bw:x1 - bx * bw]
+    return out
+
+# %% ../nbs/01_data3_patches.ipynb #h22c10023
+def _hwc_to_chw(a: np.ndarray, rows: int = 256) -> np.ndarray:
+    "(H, W, C) → contiguous (C, H, W), transposed in blocks of `rows` pixels (cache-friendly: ~4x numpy's plain copy)."
+    H, W, C = a.shape
+    flat, out = a.reshape(H * W, C), np.empty((C, H * W), a.dtype)
+    for i in range(0, H * W, rows):
+        out[:, i:i + rows] = flat[i:i + rows].T
+    return out.reshape(C, H, W)
+
+# %% ../nbs/01_data3_patches.ipynb #h22c10026
 def _scan_valid(src, strip_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarray]:
     """(valid (H, W) bool: every band holds data; count (C,): valid pixels per band) of a whole source, read in
     row strips of about `strip_bytes` (the patch filter and the dead-band check look at every band)."""
@@ -168,6 +277,7 @@ def _scan_valid(src, strip_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarra
         count += ok.sum((1, 2))
     return valid, count
 
+# %% ../nbs/01_data3_patches.ipynb #h22c10029
 def _dead_bands_message(name: str, cube: xr.DataArray, dead: np.ndarray) -> str:
     "Why a source with bands that are nodata everywhere is refused, and which band preset leaves them out."
     have = [str(b) for b in cube.band.values]
@@ -181,8 +291,7 @@ def _dead_bands_message(name: str, cube: xr.DataArray, dead: np.ndarray) -> str:
     return (f"{name}: {len(gone)} of its {len(have)} bands hold no valid pixel (nodata everywhere): {_band_ranges(gone)}. "
             f"A pixel is data only where every band is, so all of this file would be nodata; {hint}.")
 
-
-# %% ../nbs/01_data3_patches.ipynb #3031bde0
+# %% ../nbs/01_data3_patches.ipynb #h22c10032
 def _agree(dn, want, gain, offset, nodata) -> bool:
     "Raw pixels `dn` (C, h, w) x gain + offset equal `want` (the cube's values), nodata where it is NaN."
     ok = valid_values(dn, nodata)
@@ -217,60 +326,7 @@ def _checked(src, cube: xr.DataArray, scale_factor: float | None = None):
     return _Source(None, src.bands, np.ones(c, np.float32), np.zeros(c, np.float32), None, src.height, src.width,
                    array=cube.transpose("band", "y", "x"), name=src.name)
 
-
-# %% ../nbs/01_data3_patches.ipynb #f0b4192d
-@dataclass
-class _Source:
-    path: str | None  # file read with rasterio, or None for an in-memory array
-    bands: np.ndarray  # 1-based band indexes into the file
-    gain: np.ndarray
-    offset: np.ndarray
-    nodata: float | None
-    height: int
-    width: int
-    array: np.ndarray | None = None  # (C, H, W) float32 reflectance for in-memory sources
-    name: str = ""
-    layout: "_Layout | None" = None  # where an uncompressed file's pixel blocks lie (direct reads)
-    all_bands: bool = False  # `bands` is every band of the file, in order (no band gather after a direct read)
-
-@dataclass
-class _Layout:
-    "Byte offsets of the pixel blocks of an uncompressed, pixel-interleaved, little-endian TIFF."
-    offsets: np.ndarray  # (block rows, block cols) file offsets
-    block: tuple  # (height, width) of a block
-    dtype: np.dtype  # little-endian pixel type
-    count: int  # bands per pixel
-
-def _tile_layout(path) -> _Layout | None:
-    """The block layout of `path` when its pixels can be read straight from the file (uncompressed, pixel
-    interleaved, little-endian, every block present): one read per block, no decoding. None otherwise."""
-    import rasterio
-    from rasterio.enums import Interleaving
-    try:
-        with open(path, "rb") as fh:
-            if fh.read(2) != b"II":
-                return None
-        with rasterio.open(path) as f:
-            if f.driver != "GTiff" or f.compression is not None or len(set(f.dtypes)) != 1 or \
-                    (f.count > 1 and f.interleaving != Interleaving.pixel):
-                return None
-            bh, bw = f.block_shapes[0]
-            nby, nbx = -(-f.height // bh), -(-f.width // bw)
-            if nby * nbx > 4096:
-                return None
-            offs = np.zeros((nby, nbx), np.int64)
-            for by in range(nby):
-                for bx in range(nbx):
-                    o = f.get_tag_item(f"BLOCK_OFFSET_{bx}_{by}", "TIFF", bidx=1)
-                    n = f.get_tag_item(f"BLOCK_SIZE_{bx}_{by}", "TIFF", bidx=1)
-                    dt = np.dtype(f.dtypes[0])
-                    if not o or int(n) != bh * bw * f.count * dt.itemsize:
-                        return None  # a sparse (absent) block, or not a plain array of pixels
-                    offs[by, bx] = int(o)
-            return _Layout(offs, (bh, bw), dt.newbyteorder("<"), f.count)
-    except (OSError, ValueError, rasterio.errors.RasterioError):
-        return None
-
+# %% ../nbs/01_data3_patches.ipynb #h22c10035
 def _source_from_cube(cube: xr.DataArray, name: str, scale_factor: float | None = None) -> tuple[_Source, Sensor]:
     "A source from a cube opened with open_enmap/open_cube (file-backed) or an in-memory DataArray."
     sensor = sensor_from_cube(cube, name=name)
@@ -300,58 +356,136 @@ def _source_from_cube(cube: xr.DataArray, name: str, scale_factor: float | None 
     return _Source(None, np.arange(1, c + 1), np.ones(c, np.float32), np.zeros(c, np.float32), None,
                    arr.shape[1], arr.shape[2], arr, name), sensor
 
-_HANDLES: dict = {}
-_FDS: dict = {}
+# %% ../nbs/01_data3_patches.ipynb #h22c10038
+def _expand_sources(sources):
+    "Paths to files/products/folders, or DataArrays; folders of patches are searched recursively."
+    for s in sources:
+        if isinstance(s, xr.DataArray):
+            yield s
+            continue
+        p = Path(s)
+        if p.is_dir() and not list(p.glob("*-SPECTRAL_IMAGE.TIF")):
+            found = sorted(list(p.rglob("*-SPECTRAL_IMAGE.TIF")) + [f for f in p.rglob("*.tif") if "-QL_" not in f.name])
+            if not found:
+                raise ProductError(f"{p}: no *-SPECTRAL_IMAGE.TIF or *.tif patch files inside.")
+            yield from found
+        else:
+            yield p
 
-def _per_process(cache: dict, path, open_, close):
-    "One open handle per (process, file), the oldest half closed past 256: DataLoader workers each open their own."
-    key = (os.getpid(), path)
-    h = cache.get(key)
-    if h is None:
-        if len(cache) > 256:
-            for k in [k for k in cache if k[0] == os.getpid()][:128]:
-                close(cache.pop(k))
-        h = cache[key] = open_(path)
-    return h
+# %% ../nbs/01_data3_patches.ipynb #h22c10041
+class _PatchReads:
+    "How a patch dataset reads item `i` (`index`, `sources` and `size` are set by `PatchDataset`)."
+    def _read_dn(self, i, layout: str = "chw"):
+        "(the file's pixels of item `i` as a contiguous (C, H, W) or (H, W, C) array, source)."
+        k, y, x = self.index[i]
+        src, s = self.sources[k], self.size
+        if src.layout is not None:  # straight from the file's blocks: no decoding
+            a = _read_blocks(src, y, x, s)
+            if not src.all_bands:
+                a = a[..., src.bands - 1]
+            return (_hwc_to_chw(a) if layout == "chw" else a), src
+        from rasterio.windows import Window
+        a = _handle(src.path).read(src.bands.tolist(), window=Window(x, y, s, s))
+        return (a if layout == "chw" else np.ascontiguousarray(a.transpose(1, 2, 0))), src
 
-def _handle(path):
-    "The rasterio dataset of `path` for this process."
-    import rasterio
-    return _per_process(_HANDLES, path, rasterio.open, lambda h: h.close())
+    def _read(self, i):
+        "(values (C, H, W) float32 reflectance, or int DNs for files; valid (H, W) bool; source)."
+        k, y, x = self.index[i]
+        src, s = self.sources[k], self.size
+        if src.array is not None:  # in memory, or a lazy cube
+            v = np.asarray(src.array[:, y:y + s, x:x + s], dtype=np.float32)
+            return v, np.isfinite(v).all(0), src
+        dn, src = self._read_dn(i)
+        return dn, valid_values(dn, src.nodata).all(0), src
 
-def _fd(path) -> int:
-    "The OS file descriptor of `path` for this process, for direct block reads."
-    return _per_process(_FDS, path, lambda p: os.open(p, os.O_RDONLY), os.close)
+    def raw(self, i) -> np.ndarray:
+        "The i-th patch as float32 reflectance (C, H, W), NaN where nodata, before normalisation."
+        v, valid, src = self._read(i)
+        if src.array is not None:
+            return v
+        out = v.astype(np.float32) * src.gain[:, None, None] + src.offset[:, None, None]
+        out[:, ~valid] = np.nan
+        return out
 
-def _read_blocks(src: _Source, y: int, x: int, s: int) -> np.ndarray:
-    "The (s, s, count) pixels of window (y, x) read straight from the file's blocks (one pread per block)."
-    L, fd = src.layout, _fd(src.path)
-    bh, bw = L.block
-    n = bh * bw * L.count
-    if y % bh == 0 and x % bw == 0 and s == bh == bw:  # the window is one block: read it in place
-        buf = np.empty(n, L.dtype)
-        os.preadv(fd, [memoryview(buf).cast("B")], int(L.offsets[y // bh, x // bw]))
-        return buf.reshape(bh, bw, L.count)
-    out = np.empty((s, s, L.count), L.dtype)
-    buf = np.empty(n, L.dtype)
-    for by in range(y // bh, (y + s - 1) // bh + 1):
-        for bx in range(x // bw, (x + s - 1) // bw + 1):
-            os.preadv(fd, [memoryview(buf).cast("B")], int(L.offsets[by, bx]))
-            blk = buf.reshape(bh, bw, L.count)
-            y0, x0 = max(y, by * bh), max(x, bx * bw)
-            y1, x1 = min(y + s, (by + 1) * bh), min(x + s, (bx + 1) * bw)
-            out[y0 - y:y1 - y, x0 - x:x1 - x] = blk[y0 - by * bh:y1 - by * bh, x0 - bx * bw:x1 - bx * bw]
-    return out
+# %% ../nbs/01_data3_patches.ipynb #h22c10044
+class _PatchItems(_PatchReads):
+    "Items of a patch dataset: the output mode, normalisation statistics and normalised patches."
+    @property
+    def output(self) -> str:
+        "'float': normalised float32 items; 'dn': the file's raw integer pixels, normalised later by `normalize_batch`."
+        return self._output
 
-def _hwc_to_chw(a: np.ndarray, rows: int = 256) -> np.ndarray:
-    "(H, W, C) → contiguous (C, H, W), transposed in blocks of `rows` pixels (cache-friendly: ~4x numpy's plain copy)."
-    H, W, C = a.shape
-    flat, out = a.reshape(H * W, C), np.empty((C, H * W), a.dtype)
-    for i in range(0, H * W, rows):
-        out[:, i:i + rows] = flat[i:i + rows].T
-    return out.reshape(C, H, W)
+    @output.setter
+    def output(self, value: str):
+        if value not in ("float", "dn"):
+            raise ValueError(f"output must be 'float' or 'dn', got {value!r}.")
+        if value == "dn":
+            first = self.sources[0]
+            for src in self.sources:
+                if src.array is not None:
+                    raise ValueError(f"output='dn' needs file sources read directly; {src.name} is an in-memory cube "
+                                     "(or a file read through its cube).")
+                if not (np.array_equal(src.gain, first.gain) and np.array_equal(src.offset, first.offset)
+                        and (src.nodata == first.nodata or (src.nodata is not None and first.nodata is not None
+                                                            and np.isnan(src.nodata) and np.isnan(first.nodata)))):
+                    raise ValueError(f"output='dn' needs one gain/offset/nodata for all sources; {src.name} differs from "
+                                     f"{first.name}. Use output='float'.")
+            if self.return_mask:
+                raise ValueError("output='dn' returns pixels only: the valid mask comes from normalize_batch(..., return_mask=True).")
+        self._output = value
 
-class PatchDataset(torch.utils.data.Dataset):
+    @property
+    def stats(self) -> BandStats | None:
+        "Normalisation statistics (None: reflectance is returned unnormalised)."
+        return self._stats
+
+    @stats.setter
+    def stats(self, value: BandStats | None):
+        if value is not None and len(value) != self.n_bands:
+            raise ValueError(f"Band statistics have {len(value)} bands, the data {self.n_bands}.")
+        self._stats = value
+        self.__dict__.pop("_affine_cache", None)
+
+    def _affine(self, src):
+        "Per-band scale and shift taking the source's values straight to normalised units (cached per source)."
+        key = id(src)
+        cache = self.__dict__.setdefault("_affine_cache", {})
+        if key not in cache:
+            m = self.stats.mean if self.stats is not None else 0.0
+            sd = self.stats.std if self.stats is not None else 1.0
+            scale = (src.gain / sd).astype(np.float32)
+            shift = ((src.offset - m) / sd).astype(np.float32)
+            cache[key] = (torch.from_numpy(scale)[:, None, None], torch.from_numpy(shift)[:, None, None])
+        return cache[key]
+
+    def __getitem__(self, i):
+        if self._output == "dn":
+            return torch.from_numpy(self._read_dn(i, "hwc")[0])
+        v, valid, src = self._read(i)
+        scale, shift = self._affine(src)
+        x = torch.from_numpy(np.array(v, dtype=np.float32, order="C")).mul_(scale).add_(shift)  # one copy, in-place affine
+        valid = torch.from_numpy(valid)
+        if not bool(valid.all()):
+            x.masked_fill_(~valid, 0.0)  # nodata -> 0 (= band mean after normalisation)
+        if src.array is not None:
+            x.nan_to_num_(0.0)
+        return (x, valid) if self.return_mask else x
+
+    def normalize_batch(self, dn: torch.Tensor, return_mask: bool = False):
+        """A batch of `output='dn'` items (B, H, W, C) int, on any device → what `output='float'` items give:
+        (B, C, H, W) normalised float32, nodata set to 0 (and the (B, H, W) valid mask). Same arithmetic, same numbers."""
+        if dn.ndim != 4 or dn.shape[-1] != self.n_bands:
+            raise ValueError(f"normalize_batch expects (B, H, W, {self.n_bands}) pixels from output='dn', got {tuple(dn.shape)}.")
+        src = self.sources[0]
+        scale, shift = self._affine(src)
+        x = dn.permute(0, 3, 1, 2).float().contiguous()  # the layout change happens where the batch is (the GPU)
+        x.mul_(scale.to(dn.device)).add_(shift.to(dn.device))
+        valid = valid_values(dn, src.nodata).all(-1)  # NaN is nodata in float files, as in every other path
+        x.masked_fill_(~valid[:, None], 0.0)
+        return (x, valid) if return_mask else x
+
+# %% ../nbs/01_data3_patches.ipynb #h22c10047
+class PatchDataset(_PatchItems, torch.utils.data.Dataset):
     "Normalised (C, H, W) float32 patches from EnMAP products, cubes, patch folders or in-memory cubes."
     def __init__(self, sources, size: int = 128, stride: int | None = None, bands=None, stats: BandStats | None = None,
                  max_nodata: float = 0.5, return_mask: bool = False, progress: bool = False, output: str = "float",
@@ -396,30 +530,6 @@ class PatchDataset(torch.utils.data.Dataset):
             raise ValueError(f"PatchDataset: every patch was skipped (nodata > {max_nodata:.0%}): {self.skipped}.")
         self.output = output
 
-    @property
-    def output(self) -> str:
-        "'float': normalised float32 items; 'dn': the file's raw integer pixels, normalised later by `normalize_batch`."
-        return self._output
-
-    @output.setter
-    def output(self, value: str):
-        if value not in ("float", "dn"):
-            raise ValueError(f"output must be 'float' or 'dn', got {value!r}.")
-        if value == "dn":
-            first = self.sources[0]
-            for src in self.sources:
-                if src.array is not None:
-                    raise ValueError(f"output='dn' needs file sources read directly; {src.name} is an in-memory cube "
-                                     "(or a file read through its cube).")
-                if not (np.array_equal(src.gain, first.gain) and np.array_equal(src.offset, first.offset)
-                        and (src.nodata == first.nodata or (src.nodata is not None and first.nodata is not None
-                                                            and np.isnan(src.nodata) and np.isnan(first.nodata)))):
-                    raise ValueError(f"output='dn' needs one gain/offset/nodata for all sources; {src.name} differs from "
-                                     f"{first.name}. Use output='float'.")
-            if self.return_mask:
-                raise ValueError("output='dn' returns pixels only: the valid mask comes from normalize_batch(..., return_mask=True).")
-        self._output = value
-
     def _add_windows(self, k, src, cube):
         s, st = self.size, self.stride
         if src.height < s or src.width < s:
@@ -443,103 +553,6 @@ class PatchDataset(torch.utils.data.Dataset):
     def __len__(self): return len(self.index)
     @property
     def n_bands(self): return len(self.band_names)
-
-    @property
-    def stats(self) -> BandStats | None:
-        "Normalisation statistics (None: reflectance is returned unnormalised)."
-        return self._stats
-
-    @stats.setter
-    def stats(self, value: BandStats | None):
-        if value is not None and len(value) != self.n_bands:
-            raise ValueError(f"Band statistics have {len(value)} bands, the data {self.n_bands}.")
-        self._stats = value
-        self.__dict__.pop("_affine_cache", None)
-
-    def _read_dn(self, i, layout: str = "chw"):
-        "(the file's pixels of item `i` as a contiguous (C, H, W) or (H, W, C) array, source)."
-        k, y, x = self.index[i]
-        src, s = self.sources[k], self.size
-        if src.layout is not None:  # straight from the file's blocks: no decoding
-            a = _read_blocks(src, y, x, s)
-            if not src.all_bands:
-                a = a[..., src.bands - 1]
-            return (_hwc_to_chw(a) if layout == "chw" else a), src
-        from rasterio.windows import Window
-        a = _handle(src.path).read(src.bands.tolist(), window=Window(x, y, s, s))
-        return (a if layout == "chw" else np.ascontiguousarray(a.transpose(1, 2, 0))), src
-
-    def _read(self, i):
-        "(values (C, H, W) float32 reflectance, or int DNs for files; valid (H, W) bool; source)."
-        k, y, x = self.index[i]
-        src, s = self.sources[k], self.size
-        if src.array is not None:  # in memory, or a lazy cube
-            v = np.asarray(src.array[:, y:y + s, x:x + s], dtype=np.float32)
-            return v, np.isfinite(v).all(0), src
-        dn, src = self._read_dn(i)
-        return dn, valid_values(dn, src.nodata).all(0), src
-
-    def raw(self, i) -> np.ndarray:
-        "The i-th patch as float32 reflectance (C, H, W), NaN where nodata, before normalisation."
-        v, valid, src = self._read(i)
-        if src.array is not None:
-            return v
-        out = v.astype(np.float32) * src.gain[:, None, None] + src.offset[:, None, None]
-        out[:, ~valid] = np.nan
-        return out
-
-    def _affine(self, src):
-        "Per-band scale and shift taking the source's values straight to normalised units (cached per source)."
-        key = id(src)
-        cache = self.__dict__.setdefault("_affine_cache", {})
-        if key not in cache:
-            m = self.stats.mean if self.stats is not None else 0.0
-            sd = self.stats.std if self.stats is not None else 1.0
-            scale = (src.gain / sd).astype(np.float32)
-            shift = ((src.offset - m) / sd).astype(np.float32)
-            cache[key] = (torch.from_numpy(scale)[:, None, None], torch.from_numpy(shift)[:, None, None])
-        return cache[key]
-
-    def __getitem__(self, i):
-        if self._output == "dn":
-            return torch.from_numpy(self._read_dn(i, "hwc")[0])
-        v, valid, src = self._read(i)
-        scale, shift = self._affine(src)
-        x = torch.from_numpy(np.array(v, dtype=np.float32, order="C")).mul_(scale).add_(shift)  # one copy, in-place affine
-        valid = torch.from_numpy(valid)
-        if not bool(valid.all()):
-            x.masked_fill_(~valid, 0.0)  # nodata -> 0 (= band mean after normalisation)
-        if src.array is not None:
-            x.nan_to_num_(0.0)
-        return (x, valid) if self.return_mask else x
-
-    def normalize_batch(self, dn: torch.Tensor, return_mask: bool = False):
-        """A batch of `output='dn'` items (B, H, W, C) int, on any device → what `output='float'` items give:
-        (B, C, H, W) normalised float32, nodata set to 0 (and the (B, H, W) valid mask). Same arithmetic, same numbers."""
-        if dn.ndim != 4 or dn.shape[-1] != self.n_bands:
-            raise ValueError(f"normalize_batch expects (B, H, W, {self.n_bands}) pixels from output='dn', got {tuple(dn.shape)}.")
-        src = self.sources[0]
-        scale, shift = self._affine(src)
-        x = dn.permute(0, 3, 1, 2).float().contiguous()  # the layout change happens where the batch is (the GPU)
-        x.mul_(scale.to(dn.device)).add_(shift.to(dn.device))
-        valid = valid_values(dn, src.nodata).all(-1)  # NaN is nodata in float files, as in every other path
-        x.masked_fill_(~valid[:, None], 0.0)
-        return (x, valid) if return_mask else x
-
-def _expand_sources(sources):
-    "Paths to files/products/folders, or DataArrays; folders of patches are searched recursively."
-    for s in sources:
-        if isinstance(s, xr.DataArray):
-            yield s
-            continue
-        p = Path(s)
-        if p.is_dir() and not list(p.glob("*-SPECTRAL_IMAGE.TIF")):
-            found = sorted(list(p.rglob("*-SPECTRAL_IMAGE.TIF")) + [f for f in p.rglob("*.tif") if "-QL_" not in f.name])
-            if not found:
-                raise ProductError(f"{p}: no *-SPECTRAL_IMAGE.TIF or *.tif patch files inside.")
-            yield from found
-        else:
-            yield p
 
 # %% ../nbs/01_data3_patches.ipynb #ee26ab72
 class LabeledPatchDataset(PatchDataset):

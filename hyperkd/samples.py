@@ -105,7 +105,7 @@ def load_multispectral_scene(name: str = "sentinel2") -> xr.DataArray:
     refl.name = "reflectance"
     return refl
 
-# %% ../nbs/01_data4_samples.ipynb #e768f971
+# %% ../nbs/01_data4_samples.ipynb #h22c30001
 LAND_COVER_CLASSES = ("water", "built", "road", "bare_soil", "soc_soil", "cropland", "npv")
 CROP_CLASSES = ("none", "sparse_low_chl", "sparse_high_chl", "dense_low_chl", "dense_high_chl")
 
@@ -115,6 +115,7 @@ def _water_spectrum(wl):
     vis = 0.05 * np.exp(-(((wl - 520) / 120) ** 2)) + 0.01
     return np.where(wl < 750, vis, 0.01 * np.exp(-(wl - 750) / 150)).astype(np.float32)
 
+# %% ../nbs/01_data4_samples.ipynb #h22c30004
 def _canopy_params(names):
     out = []
     for n in names:
@@ -122,6 +123,7 @@ def _canopy_params(names):
         out.append([float(g) for g in m.groups()] if m else [np.nan] * 4)
     return np.array(out)
 
+# %% ../nbs/01_data4_samples.ipynb #h22c30007
 def _library_on(sensor: Sensor):
     "earthlib (all) and LimeSoDa SSP.460 spectra resampled to `sensor` bands, with their labels."
     spectra, wl, names = earthlib_spectra()
@@ -140,6 +142,24 @@ def _library_on(sensor: Sensor):
     S = resample(soil.reflectance.values[:, :, None, None], ssen, sensor, "srf")[:, :, 0, 0]
     return E, meta, names, S, soil.soc.values
 
+# %% ../nbs/01_data4_samples.ipynb #h22c30010
+def _demo_dataset(refl, lc, crop, soc, sensor: Sensor, seed: int) -> xr.Dataset:
+    "The demo scene's arrays as a Dataset on a 30 m UTM 11N grid (EPSG:32611), with class names, units and notes."
+    ds = xr.Dataset(
+        {"reflectance": (("band", "y", "x"), refl), "land_cover": (("y", "x"), lc), "crop_type": (("y", "x"), crop),
+         "soc": (("y", "x"), soc)},
+        coords={"band": list(sensor.band_names), "wavelength": ("band", sensor.wavelengths), "fwhm": ("band", sensor.fwhm),
+                "y": 4000000.0 - 15.0 - 30.0 * np.arange(lc.shape[0]), "x": 500000.0 + 15.0 + 30.0 * np.arange(lc.shape[1])},
+        attrs={"title": "hyperkd demo scene (SEMI-SYNTHETIC)", "seed": seed,
+               "land_cover_classes": list(LAND_COVER_CLASSES), "crop_classes": list(CROP_CLASSES),
+               "note": "Synthetic layout, mixing, noise and water spectrum; real measured spectra (earthlib, LimeSoDa "
+                       "SSP.460 with SOC); crop canopies simulated (earthlib)."})
+    ds.wavelength.attrs["units"] = "nm"; ds.soc.attrs["units"] = "%"
+    ds = ds.rio.write_crs("EPSG:32611")
+    ds.reflectance.attrs = {"sensor": "EnMAP (semi-synthetic)", "units": "reflectance"}
+    return ds
+
+# %% ../nbs/01_data4_samples.ipynb #h22c30013
 def demo_scene(seed: int = 0, size: int = 256, bands: str | Sequence = "enmap-202", parcel: int = 24,
                noise: bool = True) -> xr.Dataset:
     """A **semi-synthetic** EnMAP-like scene (see the notes above): `reflectance` (band, y, x) float32 with
@@ -211,19 +231,7 @@ def demo_scene(seed: int = 0, size: int = 256, bands: str | Sequence = "enmap-20
         snr = np.where(sensor.wavelengths < 1000, 150.0, 80.0).astype(np.float32)[:, None, None]
         refl = refl + rng.standard_normal(refl.shape, dtype=np.float32) * (np.maximum(refl, 0.02) / snr)
     refl = np.clip(refl, 0.0, 1.5).astype(np.float32)
-    ds = xr.Dataset(
-        {"reflectance": (("band", "y", "x"), refl), "land_cover": (("y", "x"), lc), "crop_type": (("y", "x"), crop),
-         "soc": (("y", "x"), soc)},
-        coords={"band": list(sensor.band_names), "wavelength": ("band", sensor.wavelengths), "fwhm": ("band", sensor.fwhm),
-                "y": 4000000.0 - 15.0 - 30.0 * np.arange(size), "x": 500000.0 + 15.0 + 30.0 * np.arange(size)},
-        attrs={"title": "hyperkd demo scene (SEMI-SYNTHETIC)", "seed": seed,
-               "land_cover_classes": list(LAND_COVER_CLASSES), "crop_classes": list(CROP_CLASSES),
-               "note": "Synthetic layout, mixing, noise and water spectrum; real measured spectra (earthlib, LimeSoDa "
-                       "SSP.460 with SOC); crop canopies simulated (earthlib)."})
-    ds.wavelength.attrs["units"] = "nm"; ds.soc.attrs["units"] = "%"
-    ds = ds.rio.write_crs("EPSG:32611")
-    ds.reflectance.attrs = {"sensor": "EnMAP (semi-synthetic)", "units": "reflectance"}
-    return ds
+    return _demo_dataset(refl, lc, crop, soc, sensor, seed)
 
 # %% ../nbs/01_data4_samples.ipynb #6173d404
 def spectral_earth_patches(root, limit: int | None = None) -> list[Path]:
