@@ -289,7 +289,6 @@ class PrithviMAE(nn.Module):
             self.decoder.location_embed_dec = CoordEncoder(cfg.decoder_embed_dim)
         self.register_buffer("mean", torch.tensor(cfg.mean, dtype=torch.float32).view(1, -1, 1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg.std, dtype=torch.float32).view(1, -1, 1, 1, 1), persistent=False)
-
     @property
     def embed_dim(self) -> int: return self.config.embed_dim
     @property

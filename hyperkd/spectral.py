@@ -72,8 +72,47 @@ def gaussian_response(centres, fwhm, grid) -> np.ndarray:
     s = np.asarray(fwhm, dtype=np.float64)[:, None] * _FWHM_TO_SIGMA
     return np.exp(-0.5 * ((np.asarray(grid, dtype=np.float64)[None] - c) / s) ** 2)
 
+
+# %% ../nbs/00_spectral.ipynb #lead0003
+class _SensorBands:
+    "Band lookup and selection of a `Sensor` (by name, position or boolean mask; by wavelength; by coverage)."
+    def index(self, bands) -> np.ndarray:
+        "Integer positions of `bands` (names, integer positions or a boolean mask)."
+        bands = np.asarray(bands)
+        if bands.dtype == bool:
+            if bands.shape != (len(self),):
+                raise ValueError(f"Boolean band mask has shape {bands.shape}, expected ({len(self)},).")
+            return np.flatnonzero(bands)
+        if bands.dtype.kind in "iu":
+            if bands.size and (bands.min() < -len(self) or bands.max() >= len(self)):
+                raise IndexError(f"Band index out of range for {self.name!r} with {len(self)} bands.")
+            return bands % len(self)
+        lookup = {n: i for i, n in enumerate(self.band_names)}
+        missing = [str(b) for b in bands.ravel() if str(b) not in lookup]
+        if missing:
+            raise KeyError(f"{self.name!r} has no band(s) {missing[:5]}; its bands are "
+                           f"{self.band_names[0]}..{self.band_names[-1]}.")
+        return np.array([lookup[str(b)] for b in bands.ravel()], dtype=int)
+
+    def subset(self, bands, name: str | None = None) -> "Sensor":
+        "A new sensor with only `bands` (names, positions or boolean mask), in the given order."
+        idx = self.index(bands)
+        return Sensor(name or f"{self.name}[{len(idx)}]", tuple(self.band_names[i] for i in idx),
+                      self.wavelengths[idx], self.fwhm[idx], self.srf_grid,
+                      None if self.srf is None else self.srf[idx], self.source)
+
+    def between(self, lo: float, hi: float, name: str | None = None) -> "Sensor":
+        "Bands whose centre lies in [lo, hi] nm."
+        return self.subset((self.wavelengths >= lo) & (self.wavelengths <= hi), name)
+
+    def covered_by(self, other: "Sensor", min_coverage: float = 0.95) -> np.ndarray:
+        "Boolean mask of this sensor's bands whose response lies (≥ `min_coverage`) where `other` has bands."
+        return srf_coverage(other, self) >= min_coverage
+
+
+# %% ../nbs/00_spectral.ipynb #lead0004
 @dataclass(frozen=True, eq=False)
-class Sensor:
+class Sensor(_SensorBands):
     "A multi- or hyperspectral sensor: band names, centres and FWHM in nm, optional tabulated SRFs."
     name: str
     band_names: tuple
@@ -126,39 +165,6 @@ class Sensor:
             return gaussian_response(self.wavelengths, self.fwhm, grid)
         return np.stack([np.interp(grid, self.srf_grid, r, left=0.0, right=0.0) for r in self.srf])
 
-    def index(self, bands) -> np.ndarray:
-        "Integer positions of `bands` (names, integer positions or a boolean mask)."
-        bands = np.asarray(bands)
-        if bands.dtype == bool:
-            if bands.shape != (len(self),):
-                raise ValueError(f"Boolean band mask has shape {bands.shape}, expected ({len(self)},).")
-            return np.flatnonzero(bands)
-        if bands.dtype.kind in "iu":
-            if bands.size and (bands.min() < -len(self) or bands.max() >= len(self)):
-                raise IndexError(f"Band index out of range for {self.name!r} with {len(self)} bands.")
-            return bands % len(self)
-        lookup = {n: i for i, n in enumerate(self.band_names)}
-        missing = [str(b) for b in bands.ravel() if str(b) not in lookup]
-        if missing:
-            raise KeyError(f"{self.name!r} has no band(s) {missing[:5]}; its bands are "
-                           f"{self.band_names[0]}..{self.band_names[-1]}.")
-        return np.array([lookup[str(b)] for b in bands.ravel()], dtype=int)
-
-    def subset(self, bands, name: str | None = None) -> "Sensor":
-        "A new sensor with only `bands` (names, positions or boolean mask), in the given order."
-        idx = self.index(bands)
-        return Sensor(name or f"{self.name}[{len(idx)}]", tuple(self.band_names[i] for i in idx),
-                      self.wavelengths[idx], self.fwhm[idx], self.srf_grid,
-                      None if self.srf is None else self.srf[idx], self.source)
-
-    def between(self, lo: float, hi: float, name: str | None = None) -> "Sensor":
-        "Bands whose centre lies in [lo, hi] nm."
-        return self.subset((self.wavelengths >= lo) & (self.wavelengths <= hi), name)
-
-    def covered_by(self, other: "Sensor", min_coverage: float = 0.95) -> np.ndarray:
-        "Boolean mask of this sensor's bands whose response lies (≥ `min_coverage`) where `other` has bands."
-        return srf_coverage(other, self) >= min_coverage
-
     @classmethod
     def from_metadata(cls, wavelengths, fwhm=None, band_names=None, name: str = "custom",
                       units: str = "nm", source: str = "product metadata") -> "Sensor":
@@ -180,6 +186,7 @@ def _spacing_fwhm(wl: np.ndarray) -> np.ndarray:
     d = np.abs(wl[:, None] - wl[None, :])
     np.fill_diagonal(d, np.inf)
     return np.maximum(d.min(axis=1), 1.0)
+
 
 # %% ../nbs/00_spectral.ipynb #c054e0f8
 DATA_DIR = Path(str(importlib.resources.files("hyperkd"))) / "resources"  # package data; works in the notebook and installed
