@@ -240,11 +240,34 @@ def read_enmap_metadata(xml_path) -> EnMAPMetadata:
                 expected[i], detector[i] = True, d
     return EnMAPMetadata(arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3], expected, detector.astype(str))
 
+# %% ../nbs/01_data1_enmap.ipynb #lead0102
+_HIDDEN_DIR = {"EMPTY_DIR", "TRUE", "YES", "ON"}  # values of GDAL_DISABLE_READDIR_ON_OPEN that hide sidecar files
+
+def _see_sidecars(image) -> bool:
+    """Let GDAL see the ENVI header beside `image` (a path) when the environment hides it. GDAL finds an ENVI
+    header by listing the image's folder; `GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR` (which terratorch's command line,
+    for one, writes into `os.environ`) stops that, and GDAL then calls the image "not recognized". If a header is
+    there and the option hides it, set GDAL's config option to FALSE for this process (a config option outranks the
+    environment variable) and warn once. Returns True when it changed the option."""
+    import warnings
+    from rasterio.env import get_gdal_config, set_gdal_config
+    p = Path(image)
+    if str(get_gdal_config("GDAL_DISABLE_READDIR_ON_OPEN") or "").upper() not in _HIDDEN_DIR:
+        return False
+    if not (p.with_suffix(".hdr").exists() or p.parent.joinpath(p.name + ".hdr").exists()):
+        return False
+    set_gdal_config("GDAL_DISABLE_READDIR_ON_OPEN", "FALSE")
+    warnings.warn(f"{p}: GDAL_DISABLE_READDIR_ON_OPEN hid the ENVI header beside the image; hyperkd set GDAL's "
+                  "config option GDAL_DISABLE_READDIR_ON_OPEN=FALSE for this process so that ENVI files can be read.")
+    return True
+
+
 # %% ../nbs/01_data1_enmap.ipynb #h22c20024
 def _check_readable(tif: Path):
     "Open the TIFF and decode its last block: catches truncated and corrupt files at open time."
     import rasterio
     from rasterio.windows import Window
+    _see_sidecars(tif)
     try:
         with rasterio.open(tif) as src:
             h, w = src.block_shapes[0]

@@ -227,3 +227,18 @@ def test_envi_header_opens_its_own_data_file_only(tmp_path):
     (tmp_path / "c.bsq").rename(tmp_path / "cache" / "c.bsq")
     with pytest.raises(ProductError, match="c.hdr: ENVI header without its data file"):
         open_cube(hdr)
+
+
+def test_envi_read_when_the_environment_hides_sidecar_files(tmp_path, monkeypatch):
+    "GDAL_DISABLE_READDIR_ON_OPEN=EMPTY_DIR (terratorch's CLI writes it into os.environ) hid ENVI headers from GDAL."
+    from rasterio.env import get_gdal_config, set_gdal_config
+    data = np.arange(4 * 5 * 6, dtype="f4").reshape(4, 5, 6) / 200
+    f = _envi(tmp_path, data, "wavelength units = Nanometers\n")
+    monkeypatch.setenv("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+    try:
+        with pytest.warns(UserWarning, match=r"c\.bsq: GDAL_DISABLE_READDIR_ON_OPEN hid the ENVI header"):
+            c = open_cube(f)
+        np.testing.assert_array_equal(c.values, data)  # the lazy reads after the open see the header too
+        assert get_gdal_config("GDAL_DISABLE_READDIR_ON_OPEN") in ("FALSE", False)
+    finally:
+        set_gdal_config("GDAL_DISABLE_READDIR_ON_OPEN", None)  # leave the process as it was for later tests
