@@ -116,12 +116,13 @@ def reconstruct_scene(model: HyperspectralMAE, stats: BandStats, cube, strategy:
     return SceneReconstruction(np.where(valid, x, np.nan).astype(np.float32), rec.astype(np.float32), pmask,
                                aligned, time.perf_counter() - t0)
 
-# %% ../nbs/04_explorer.ipynb #5599708e
+# %% ../nbs/04_explorer.ipynb #h22c50001
 def latest_run(runs_dir="runs") -> Path | None:
     "The most recently finished student run (a folder holding student.pt) under `runs_dir`, or None."
     runs = [p.parent for p in Path(runs_dir).glob("*/student.pt")]
     return max(runs, key=lambda p: (p / "student.pt").stat().st_mtime) if runs else None
 
+# %% ../nbs/04_explorer.ipynb #h22c50004
 @dataclass
 class ExplorerInputs:
     "What the explorer needs, resolved from paths: the model, its statistics, the cube window, the teacher."
@@ -133,6 +134,7 @@ class ExplorerInputs:
     source: str = "untrained"  # the checkpoint path, or 'untrained'
     cube_source: str = "demo"
 
+# %% ../nbs/04_explorer.ipynb #h22c50007
 def _load_teacher(teacher, train_config: dict | None):
     "A teacher given by the user (path or preset: may download), or the run's own when it is on disk ('auto')."
     if teacher is None or teacher is False:
@@ -145,6 +147,7 @@ def _load_teacher(teacher, train_config: dict | None):
     path = small_teacher_path(cfg) if cfg.teacher == "small" else Path(str(cfg.teacher))
     return load_prithvi(path, num_frames=1).eval() if path.is_file() else None
 
+# %% ../nbs/04_explorer.ipynb #h22c50010
 def _window(cube: xr.DataArray, window, max_size: int) -> xr.DataArray:
     if "y" in cube.coords and cube.sizes["y"] > 1 and float(cube.y[1] - cube.y[0]) > 0:
         cube = cube.isel(y=slice(None, None, -1))  # north-up rows
@@ -162,6 +165,7 @@ def _window(cube: xr.DataArray, window, max_size: int) -> xr.DataArray:
         return cube.isel(y=slice(r0, r0 + max_size), x=slice(c0, c0 + max_size))
     return cube
 
+# %% ../nbs/04_explorer.ipynb #h22c50013
 def open_explorer_inputs(checkpoint=None, cube=None, runs_dir="runs", teacher="auto", window: Sequence[int] | None = None,
                          max_size: int = 512, demo_seed: int = 1002, demo_size: int = 256, resample: str | None = None,
                          log=print) -> ExplorerInputs:
@@ -292,8 +296,6 @@ class _ExplorerState(param.Parameterized):
     def band_label(self, band: int | None = None) -> str:
         b = self.band if band is None else band
         return f"{self.wavelengths[b]:.1f} nm · {self.band_names[b]}"
-
-    # --- arrays shown
 
 # %% ../nbs/04_explorer.ipynb #f0a949fc
 def _stretch(a: np.ndarray, lo_hi) -> np.ndarray:
