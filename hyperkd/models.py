@@ -21,13 +21,14 @@ from timm.models.vision_transformer import Block
 
 from .files import atomic_file
 from .masking import random_mask, _keep_ids  # the MAE mask lives with the other masks; imported here for the models and for users
+_all_ = ["random_mask"]  # still public here, where users imported it before issue #22
 
 # %% auto #0
 __all__ = ['LN_EPS', 'PRITHVI_V1_MEAN', 'PRITHVI_V1_STD', 'PRITHVI_V2_MEAN', 'PRITHVI_V2_STD', 'TL', 'PRITHVI_PRESETS',
            'STUDENT_CARD_TEMPLATE', 'STUDENT_PRESETS', 'sincos_1d', 'sincos_3d', 'PatchEmbed3D', 'spectral_groups',
            'GroupedPatchEmbed', 'MAEEncoder', 'MAEDecoder', 'patchify', 'unpatchify', 'PrithviConfig', 'CoordEncoder',
            'PrithviMAE', 'CheckpointError', 'prithvi_state_dict', 'load_prithvi_weights', 'load_prithvi',
-           'save_prithvi', 'StrictHubMixin', 'MAEOutput', 'HyperspectralMAE']
+           'save_prithvi', 'StrictHubMixin', 'MAEOutput', 'HyperspectralMAE', 'random_mask']
 
 # %% ../nbs/01a_models.ipynb #ff3b35ef
 def sincos_1d(dim: int, pos: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@
 # %% ../nbs/01_data3_patches.ipynb #f5a8f143
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
@@ -588,3 +589,12 @@ class LabeledPatchDataset(PatchDataset):
 
     def __getitem__(self, i):
         return super().__getitem__(i), self.label(i)
+
+# %% ../nbs/01_data3_patches.ipynb #lead0202
+_MOVED_TO_SAMPLES = ("spectral_earth_patches", "open_spectral_earth_patch", "hyspecnet_patches")
+
+def __getattr__(name: str):
+    "The public-collection readers moved to `hyperkd.samples` (issue #22); code that imports them from here still works."
+    if name in _MOVED_TO_SAMPLES:
+        return getattr(importlib.import_module("hyperkd.samples"), name)
+    raise AttributeError(f"module 'hyperkd.patches' has no attribute {name!r}")

@@ -164,7 +164,7 @@ def build_teacher(cfg: TrainConfig, device="cpu", log=print, pretrain=None) -> P
 def resolve_layers(layers, depth: int) -> tuple:
     """Teacher layers as block indices: ints as given (-1: the normed output), "half" = the block at half the depth
     (the output of block depth/2: 1 of 4, 5 of 12, 11 of 24): intermediate layers transfer better than the last one,
-    which an MAE specialises in pixel reconstruction (the embedded study in `03_evaluate` chose it). ValueError for
+    which an MAE specialises in pixel reconstruction (the embedded study in `03c_ablation` chose it). ValueError for
     a block this teacher does not have."""
     out = []
     for l in layers:
