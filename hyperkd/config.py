@@ -211,7 +211,9 @@ def validate_config(cfg: TrainConfig) -> None:
     bad = set(cfg.loss) - set(asdict(LossWeights()))
     if bad:
         raise ValueError(f"Unknown loss term(s) {sorted(bad)}; terms are {list(asdict(LossWeights()))}.")
-    cfg.student_layers, cfg.teacher_layers = tuple(cfg.student_layers), tuple(cfg.teacher_layers)
+    # one layer given alone (teacher_layers=half, student_layers=-1) is a list of one: tuple("half") would be 4 letters
+    as_tuple = lambda v: (v,) if isinstance(v, (str, int)) else tuple(v)
+    cfg.student_layers, cfg.teacher_layers = as_tuple(cfg.student_layers), as_tuple(cfg.teacher_layers)
     if len(cfg.student_layers) != len(cfg.teacher_layers):
         raise ValueError("student_layers and teacher_layers must pair up (same length).")
     for l in cfg.teacher_layers:
@@ -274,7 +276,10 @@ def apply_overrides(cfg: TrainConfig, overrides: Sequence[str]) -> TrainConfig:
     for o in overrides:
         k, v = parse_override(o)
         if k.startswith("loss."):
-            d["loss"] = {**d["loss"], k[5:]: float(v)}
+            try:
+                d["loss"] = {**d["loss"], k[5:]: float(v)}
+            except (TypeError, ValueError):
+                raise ValueError(f"Override {o!r}: the loss weight {k} must be a number, got {v!r}.") from None
         elif k in names:
             d[k] = v
         else:
