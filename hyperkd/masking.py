@@ -48,7 +48,10 @@ def _check(image, patch_size):
         raise ValueError(f"Image {H}x{W} is not divisible by the patch size {patch_size}.")
 
 def gradient_score(image: torch.Tensor, patch_size: int) -> torch.Tensor:
-    "Mean Sobel gradient energy per patch (averaged over channels): edges and boundaries score high."
+    """(B, N) scores of an image (B, C, H, W), N = (H / patch_size)·(W / patch_size) patches in row-major order: the mean
+    squared 3 x 3 Sobel gradient (x and y summed; borders replicate-padded) per pixel, averaged over channels and over
+    the patch's pixels (units: squared image units per pixel). Edges and boundaries score high; NaN counts as 0.
+    ValueError for a non-4-D image or H, W not multiples of `patch_size`."""
     _check(image, patch_size)
     x = image.float().nan_to_num(0.0)
     B, C, H, W = x.shape
@@ -58,7 +61,9 @@ def gradient_score(image: torch.Tensor, patch_size: int) -> torch.Tensor:
     return F.avg_pool2d(energy, patch_size).flatten(1)
 
 def variance_score(image: torch.Tensor, patch_size: int) -> torch.Tensor:
-    "Pixel variance inside each patch (averaged over channels): texture scores high."
+    """(B, N) scores of an image (B, C, H, W), N patches in row-major order: the variance of each channel's pixels inside
+    the patch (population variance, squared image units), averaged over channels. Texture scores high; NaN counts as 0.
+    ValueError as `gradient_score`."""
     _check(image, patch_size)
     x = image.float().nan_to_num(0.0)
     m = F.avg_pool2d(x, patch_size)
@@ -66,12 +71,14 @@ def variance_score(image: torch.Tensor, patch_size: int) -> torch.Tensor:
     return v.mean(1).flatten(1)
 
 def teacher_norm_score(teacher, teacher_input: torch.Tensor) -> torch.Tensor:
-    "L2 norm of the teacher's final tokens (no mask), per patch: what the teacher finds salient."
+    """(B, N) scores: the L2 norm of each patch token of the teacher's final (normed) layer, run without a mask on
+    `teacher_input` (B, 6, 1, H, W), the teacher's normalised input; N = the teacher's patches (CLS token dropped)."""
     f = teacher.features(teacher_input, None, layers=(-1,))[-1]
     return f[:, 1:].float().norm(dim=-1)
 
 def teacher_attention_score(teacher, teacher_input: torch.Tensor) -> torch.Tensor:
-    "Attention of the CLS token to each patch in the teacher's last block, averaged over heads."
+    """(B, N) scores: the softmax attention weight of the CLS token to each patch token in the teacher's last block
+    (averaged over heads; each row sums to 1 minus the CLS token's attention to itself). `teacher_input`: (B, 6, 1, H, W)."""
     blk = teacher.encoder.blocks[-1]
     captured = {}
     h = blk.register_forward_pre_hook(lambda mod, args: captured.__setitem__("x", args[0]))
