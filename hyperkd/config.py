@@ -93,7 +93,6 @@ class TrainConfig:
     loader: str = "auto"  # "float" (workers normalise), "dn" (raw pixels, normalised on the device), "auto": dn on CUDA for files
     progress: bool = True
 
-
     def __post_init__(self):
         validate_config(self)
 
