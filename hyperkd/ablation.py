@@ -23,8 +23,8 @@ from .evaluate import (ABLATION_METRICS, BASELINES, DOWNSTREAM_METRICS, MAIN_DOW
 
 # %% auto #0
 __all__ = ['LOWER_IS_BETTER', 'ABLATION_VARIANTS', 'TEACHER_VARIANTS', 'STUDY_VARIANTS', 'paired_bootstrap', 'verdict',
-           'compare_variants', 'variant_config', 'ablation_table', 'study_report', 'plot_ablation',
-           'compare_to_baseline', 'ablate']
+           'compare_variants', 'variant_config', 'ablation_table', 'study_report', 'run_skill', 'skill_table',
+           'add_skill_report', 'plot_ablation', 'compare_to_baseline', 'ablate']
 
 # %% ../nbs/03c_ablation.ipynb #8e12846e
 LOWER_IS_BETTER = ("sam_deg_masked", "soc_rmse")
@@ -176,6 +176,71 @@ def study_report(df, steps=None, seeds=None, protocols: Sequence[str] = PROTOCOL
             out += [f"## `{v}` against the baselines (same heads and budget)", "", _md_compare(c), ""]
     return "\n".join(out)
 
+# %% ../nbs/03c_ablation.ipynb #h21a0102
+def run_skill(run) -> dict:
+    """The student skill of the finished run in folder `run`: its skill.json when it was written at the run's last
+    step; else (a run trained before skill was recorded) measured now the same way (`heldout_tiles` with the run's
+    band statistics, `student_skill` with its mask ratio, mask seed 0) and written there. Data without held-out
+    tiles of its own (not the demo) and no skill.json: {"skill": nan, "error": why}."""
+    from hyperkd.skill import heldout_tiles, student_skill  # imported here: this cell stands on its own
+    run = Path(run)
+    cfg = TrainConfig.from_yaml(run / "config.yaml")
+    f = run / "skill.json"
+    if f.exists():
+        sk = json.loads(f.read_text())
+        if sk.get("step") == cfg.steps:
+            return sk
+    model, stats = load_student(run)
+    try:
+        x, valid, about = heldout_tiles(cfg, stats, n=cfg.skill_tiles or 8)
+    except ValueError as e:
+        return {"skill": float("nan"), "error": str(e)}
+    sk = {"step": cfg.steps, **student_skill(model, x, valid, cfg.mask_ratio), **about, "mask_seed": 0,
+          "units": "MSE over masked pixels and all bands, in the run's normalised units (band_stats.json)"}
+    _atomic_write_text(f, json.dumps(sk, indent=1))
+    return sk
+
+# %% ../nbs/03c_ablation.ipynb #h21a0104
+def skill_table(df, n_boot: int = 10000, ci: float = 0.95) -> "pd.DataFrame":
+    """Per variant with a `skill` (the baselines have none): mean and std over seeds, the `ci` bootstrap interval of
+    the mean (`paired_bootstrap` against 0), the number of seeds, and `skilful`: mean > 0 and the interval above 0."""
+    rows = []
+    for v, d in df.groupby("variant", sort=False):
+        s = d["skill"].to_numpy(float) if "skill" in d else np.array([np.nan])
+        if not np.isfinite(s).any():
+            continue
+        iv = paired_bootstrap(np.zeros_like(s), s, n_boot, ci)
+        rows.append({"variant": v, "skill": iv["mean"], "std": float(np.nanstd(s, ddof=1)) if iv["n"] > 1 else 0.0,
+                     "ci_low": iv["lo"], "ci_high": iv["hi"], "seeds": iv["n"], "skilful": bool(iv["mean"] > 0 and iv["lo"] > 0)})
+    return pd.DataFrame(rows, columns=["variant", "skill", "std", "ci_low", "ci_high", "seeds", "skilful"])
+
+def add_skill_report(report: str, df) -> str:
+    """`report` (a `study_report`) with the student-skill table after its first paragraph, a warning naming the
+    variants that are not skilful, and those variants marked "⚠ not skilful" in every table row and section title."""
+    t = skill_table(df)
+    if t.empty:
+        return report
+    bad = t.variant[~t.skilful].tolist()
+    sec = ["## Student skill (masked reconstruction of held-out tiles against the trivial predictors)", "",
+           "skill = 1 - student MSE / min(per-band mean, bilinear fill) on the same held-out tiles; > 0: beats both.", "",
+           "| variant | skill (mean ± std) | 95 % interval of the mean | seeds | skilful |", "|---|---|---|---|---|"]
+    sec += [f"| {r.variant} | {r.skill:+.3f} ± {r.std:.3f} | [{r.ci_low:+.3f}, {r.ci_high:+.3f}] | {r.seeds} | "
+            f"{'yes' if r.skilful else '**no**'} |" for r in t.itertuples()]
+    if bad:
+        sec = [f"> ⚠ **Not skilful: {', '.join(f'`{v}`' for v in bad)}.** Their students do not beat the per-band mean and "
+               "the bilinear fill on held-out tiles (skill ≤ 0, or its 95 % interval not above 0): their representation "
+               "results below describe encoders that have not learned their own task, not what the method can do.", ""] + sec
+    head, _, rest = report.partition("\n\n")
+    lines = []
+    for l in rest.split("\n"):
+        for v in bad:
+            if l.startswith(f"| {v} |"):
+                l = l.replace(f"| {v} |", f"| {v} ⚠ not skilful |", 1)
+            elif l.startswith("## ") and f"`{v}`" in l:
+                l += " ⚠ not skilful"
+        lines.append(l)
+    return "\n\n".join([head, "\n".join(sec), "\n".join(lines)])
+
 # %% ../nbs/03c_ablation.ipynb #1e6a2800
 def plot_ablation(df, per_band, out_dir=None, protocols: Sequence[str] = PROTOCOLS):
     """Mean ± std per variant for reconstruction and the main downstream metrics of each protocol (baselines in grey),
@@ -251,7 +316,8 @@ def ablate(out_dir, variants: Sequence[str] | None = None, seeds: Sequence[int] 
     """Train every variant (default `STUDY_VARIANTS`) with every seed on the same data and budget, evaluate each run
     (reconstruction; downstream tasks by every protocol), add the `raw-spectra` and `random-init` baselines per seed
     (same heads, same budget, same seed), and write `results.csv`, `per_band.csv`, `results.md` (mean ± std, paired
-    differences with 95 % bootstrap intervals and verdicts) and the figures into `out_dir`. Finished runs and their
+    differences with 95 % bootstrap intervals and verdicts; the student skill of every variant, with a warning on
+    the results of variants whose students are not skilful) and the figures into `out_dir`. Finished runs and their
     evaluations are reused, so an interrupted study continues where it stopped. `scene_size`: the side (px) of the
     held-out demo scenes of the evaluation (smaller: a quicker, noisier evaluation)."""
     out_dir = Path(out_dir)
@@ -273,14 +339,15 @@ def ablate(out_dir, variants: Sequence[str] | None = None, seeds: Sequence[int] 
         cfg = variant_config(v, **{**base, "seed": seed, "steps": steps, "name": f"{v}-s{seed}", "runs_dir": str(out_dir / "runs")})
         run = _train_or_reuse(cfg, out_dir / "runs" / cfg.name)
         ev = _cached_eval(run, {**key, "seed": seed}, lambda: evaluate_run(run, protocols, seed, scene_size=scene_size, head_epochs=head_epochs))
-        rows.append({"variant": v, "seed": seed, **ev["metrics"]})
+        rows.append({"variant": v, "seed": seed, **ev["metrics"], "skill": run_skill(run)["skill"]})
         bands.append(ev["per_band"].query("region == 'masked'").assign(variant=v, seed=seed))
         if baselines and v == variants[-1]:  # this seed's baselines, with the data and student shape of its runs
             rows += _baseline_rows(run, out_dir / "runs" / f"baselines-s{seed}", seed, key, protocols, head_epochs, scene_size)
     df = pd.DataFrame(rows)
     with atomic_file(out_dir / "results.csv") as tmp:
         df.to_csv(tmp, index=False)
-    _atomic_write_text(out_dir / "results.md", study_report(df, steps=steps, seeds=seeds, protocols=protocols, variants=variants))
+    report = study_report(df, steps=steps, seeds=seeds, protocols=protocols, variants=variants)
+    _atomic_write_text(out_dir / "results.md", add_skill_report(report, df))  # with the skill table and its warnings
     per_band = pd.concat(bands)
     with atomic_file(out_dir / "per_band.csv") as tmp:
         per_band.to_csv(tmp, index=False)

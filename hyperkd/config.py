@@ -88,10 +88,10 @@ class TrainConfig:
     compile_loss: str = "auto"  # torch.compile the loss: "auto" (on CUDA), "on", "off"
     ckpt_every: int = 50
     log_every: int = 5
+    skill_tiles: int = 8  # held-out tiles on which each checkpoint measures the student's skill (01e0_skill); 0: never
     num_workers: int = 0
     loader: str = "auto"  # "float" (workers normalise), "dn" (raw pixels, normalised on the device), "auto": dn on CUDA for files
     progress: bool = True
-
 
     def __post_init__(self):
         validate_config(self)
@@ -221,6 +221,11 @@ def validate_config(cfg: TrainConfig) -> None:
             raise ValueError(f"teacher_layers: {l!r} is not a teacher block (an index ≥ 0, -1 for the normed output, or 'half').")
     if cfg.img_size % cfg.patch_size:
         raise ValueError(f"img_size {cfg.img_size} must be a multiple of patch_size {cfg.patch_size}.")
+    st = cfg.skill_tiles
+    if not (isinstance(st, (int, float)) and not isinstance(st, bool) and float(st).is_integer() and st >= 0):
+        raise ValueError(f"skill_tiles={st!r}: expected a whole number ≥ 0 (held-out tiles on which each checkpoint "
+                         "measures the student's skill; 0 measures none).")
+    cfg.skill_tiles = int(st)
     _refuse_untrainable(cfg)
     _check_file_metadata(cfg)
     if cfg.mode == "distill" and cfg.teacher == "small" and cfg.teacher_steps is None and cfg.patch_size != 8:

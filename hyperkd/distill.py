@@ -30,6 +30,7 @@ from .files import atomic_file, _atomic_torch_save, _atomic_write_text
 from .teacher import (SHIPPED_TEACHER, AugmentedScenes, resolve_layers, shipped_teacher_path, small_teacher_path,
                              teacher_skill)
 from . import teacher as _teacher
+from .skill import heldout_tiles, student_skill
 from .step import HyperKDStep, MAEStep, TeacherStep, step_noise, teacher_diagnostics
 from .signals import (EXIT_STOPPED, STOP_SIGNALS, TrainingDiverged, TrainingStopped, graceful_stop, request_stop,
                              stop_signal)
@@ -370,8 +371,8 @@ class _Loop(_Stops):
         self.sched.step()
         return sums, gnorm
 
-    def _log_metrics(self, sums: dict, gnorm) -> dict:
-        "One metrics.jsonl line: the terms averaged over processes, lr, throughput, grad norm, peak GPU memory."
+    def _log_metrics(self, sums: dict, gnorm, extra: dict | None = None) -> dict:
+        "One metrics.jsonl line: the terms averaged over processes, lr, throughput, grad norm, peak GPU memory, `extra`."
         vals = torch.stack([torch.as_tensor(v, dtype=torch.float32, device=self.device) for v in sums.values()])
         if self.world > 1:
             dist.all_reduce(vals)
@@ -386,6 +387,7 @@ class _Loop(_Stops):
             if self.world > 1:
                 dist.all_reduce(peak, op=dist.ReduceOp.MAX)
             rec["peak_gpu_mem_gb"] = float(peak)
+        rec.update(extra or {})
         self._t_last, self._n_last = now, 0
         if self.rank == 0:
             with open(self.run_dir / "metrics.jsonl", "a") as f:
@@ -404,9 +406,10 @@ class _Loop(_Stops):
             sums, gnorm = self._optimizer_step(loader)
             self.step += 1
             bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                bar.set_postfix(loss=f"{self._log_metrics(sums, gnorm)['loss']:.4f}")
-            if self.step % cfg.ckpt_every == 0 or self.step == cfg.steps:
+            ckpt = self.step % cfg.ckpt_every == 0 or self.step == cfg.steps
+            if self.step % cfg.log_every == 0 or ckpt:  # a checkpoint's line also carries the student's skill
+                bar.set_postfix(loss=f"{self._log_metrics(sums, gnorm, self._checkpoint_skill() if ckpt else None)['loss']:.4f}")
+            if ckpt:
                 self.save_checkpoint()
             if self.step < cfg.steps and self._stop_requested():
                 bar.close()
@@ -416,8 +419,38 @@ class _Loop(_Stops):
             self.finish()
         return self.run_dir
 
+# %% ../nbs/02_distill.ipynb #h21a0002
+class _Skill:
+    "The student's skill at the checkpoints of `Trainer` (`01e0_skill`)."
+    def measure_skill(self) -> dict | None:
+        """The student's masked reconstruction of `cfg.skill_tiles` held-out tiles (`heldout_tiles`) against the per-band
+        mean and a bilinear fill (`student_skill`: the run's mask ratio, mask seed 0, no gradient, no global random
+        state), with the step and where the tiles come from; written to skill.json (atomic). None in mode teacher,
+        with skill_tiles=0, or on processes other than rank 0."""
+        cfg = self.cfg
+        if cfg.mode == "teacher" or not cfg.skill_tiles or self.rank != 0:
+            return None
+        if getattr(self, "_skill_tiles", None) is None:
+            self._skill_tiles = heldout_tiles(cfg, self.stats, self.dataset, cfg.skill_tiles)
+        x, valid, about = self._skill_tiles
+        rec = {"step": self.step, **student_skill(self.model, x, valid, cfg.mask_ratio), **about, "mask_seed": 0,
+               "units": "MSE over masked pixels and all bands, in the run's normalised units (band_stats.json)"}
+        _atomic_write_text(self.run_dir / "skill.json", json.dumps(rec, indent=1))
+        return rec
+
+    def _checkpoint_skill(self) -> dict | None:
+        "`measure_skill` as metrics.jsonl fields (`skill`, `skill_student_mse`, ...); its time is left out of the throughput."
+        t0 = time.perf_counter()
+        try:
+            s = self.measure_skill()
+        except Exception as e:  # a measurement must never cost the run
+            self.log(f"Could not measure the student's skill: {type(e).__name__}: {e}")
+            s = None
+        self._t_last += time.perf_counter() - t0
+        return None if s is None else {"skill": s["skill"], **{f"skill_{k}_mse": s[k] for k in ("student", "band_mean", "bilinear_fill")}}
+
 # %% ../nbs/02_distill.ipynb #817dbabd
-class _Outputs:
+class _Outputs(_Skill):
     "The final outputs of `Trainer`: weights, and the reconstruction of a patch and its figure."
     def finish(self):
         "Final weights (student.pt or teacher.pt) and the reconstruction figure."

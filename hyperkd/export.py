@@ -69,7 +69,7 @@ def run_summary(run) -> dict:
     return {"run": run.name, "config": asdict(cfg) if cfg else None, "last": last,
             "steps_done": int(last["step"]) if last and "step" in last else None,
             "evaluation": (evaluation or {}).get("metrics"), "teacher_signal": _read_json(run / "teacher_signal.json"),
-            "teacher_about": teacher_about, "machine": _read_json(run / "run.json")}
+            "teacher_about": teacher_about, "machine": _read_json(run / "run.json"), "skill": _read_json(run / "skill.json")}
 
 # %% ../nbs/03a_export.ipynb #a27e5b53
 def _fmt(v, nd=4):
@@ -108,7 +108,11 @@ def card_details(config: dict, summary: dict) -> str:
               f"skill on held-out tiles {ta['skill']['skill']:.3f} (1 - teacher MSE / best trivial predictor's)."]
     L += ["", "## Metrics", "Last logged training losses" + (f" (step {summary['steps_done']}): " if summary["last"] else ": not measured")
           + ", ".join(f"{k} {v:.4g}" for k, v in (summary["last"] or {}).items() if k not in ("step", "lr", "grad_norm")
-                      and not k.startswith("samples_per_s")), ""]
+                      and not k.startswith(("samples_per_s", "skill"))), ""]
+    sk = summary.get("skill")
+    L.append("Student skill (masked reconstruction of held-out tiles against the per-band mean and a bilinear fill; > 0 "
+             "beats both): " + (f"{sk['skill']:.3f} at step {sk['step']} on {sk['n_tiles']} tiles ({sk['tiles']}"
+                                + ("" if sk.get("heldout", True) else ", seen in training") + ")." if sk else "not measured."))
     for name, keys in (("Reconstruction (masked pixels, held-out scenes)", ("psnr_masked", "ssim_masked", "sam_deg_masked")),
                        ("Downstream skill", tuple(k for k in ev if "@" in k))):
         L.append(f"{name}: " + (", ".join(f"{k} {_fmt(ev.get(k))}" for k in keys) if keys and any(k in ev for k in keys)

@@ -83,10 +83,18 @@ class InlineMarkdown(pn.pane.Markdown):
 # %% ../nbs/04a_runs.ipynb #a8557087
 _TERMS = ("loss", "mse", "ssim", "kl", "sam", "distill")
 _SYSTEM = (("samples_per_s_per_device", "samples / s per device", False), ("peak_gpu_mem_gb", "peak GPU memory (GiB)", False))
-SUMMARY_COLUMNS = ["run", "mode", "executor", "state", "step", "steps", "loss", "samples/s/dev", "peak GiB", "updated", "error"]
+SUMMARY_COLUMNS = ["run", "mode", "executor", "state", "step", "steps", "loss", "skill", "samples/s/dev", "peak GiB", "updated", "error"]
+
+def _latest_skill(run_dir: Path) -> float | None:
+    "The student's latest skill (skill.json), None when not measured (or the file is being written)."
+    try:
+        return float(json.loads((run_dir / "skill.json").read_text())["skill"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 def run_summary(run_dir, live_s: float = 120.0) -> dict:
-    """One row about a run folder: name, mode, how it was launched, state, step of steps, last loss, throughput per
+    """One row about a run folder: name, mode, how it was launched, state, step of steps, last loss, the student's
+    latest skill on held-out tiles (skill.json), throughput per
     device, peak GPU memory, last update, and the error of a failed job. A job started by `hyperkd.launch` has the
     state its `Job.status()` gives (queued, running, finished, failed, stopped); a run trained elsewhere (a notebook
     kernel, a shell) is `finished` once its weights exist, `live` while its metrics changed in the last `live_s` s,
@@ -122,7 +130,7 @@ def run_summary(run_dir, live_s: float = 120.0) -> dict:
         state = "finished" if done else ("live" if age < live_s else "stopped")
     changed = max([f.stat().st_mtime for f in (m, run_dir / "job.json") if f.exists()], default=None)
     return {"run": run_dir.name, "mode": cfg.get("mode", "?"), "executor": executor, "state": state,
-            "step": last.get("step", 0), "steps": cfg.get("steps"), "loss": last.get("loss"),
+            "step": last.get("step", 0), "steps": cfg.get("steps"), "loss": last.get("loss"), "skill": _latest_skill(run_dir),
             "samples/s/dev": last.get("samples_per_s_per_device", last.get("samples_per_s")), "peak GiB": last.get("peak_gpu_mem_gb"),
             "updated": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(changed)) if changed else "", "error": error}
 
@@ -243,10 +251,10 @@ class _RunsPlots(_RunsState):
                                        legend_position="top_right", show_legend=len(curves) > 1)
 
     def plot_list(self, log_y=None) -> list:
-        "The plots of `plots()`, one HoloViews overlay each: loss terms, lr, samples/s per device, peak GPU memory."
+        "The plots of `plots()`, one HoloViews overlay each: loss terms, lr, skill, samples/s per device, peak GPU memory."
         logy = self.log_y if log_y is None else log_y
         return [c for c in [self._curves(t, t if t != "loss" else "total loss", logy) for t in _TERMS]
-                + [self._curves("lr", "learning rate")] + [self._curves(c, label, lg) for c, label, lg in _SYSTEM]
+                + [self._curves("lr", "learning rate"), self._curves("skill", "student skill (held-out tiles)")] + [self._curves(c, label, lg) for c, label, lg in _SYSTEM]
                 if c is not None]
 
     def plots(self, runs=None, version=None, log_y=None) -> pn.pane.HoloViews:

