@@ -184,7 +184,7 @@ def tasks_report(df, protocols: Sequence[str] = PROTOCOLS, fractions: Sequence[f
     "results.md's sections on the resolution-matched baselines, the tile tasks and the label fractions (`hyperkd.tasks`)."
     variants = list(variants or [v for v in dict.fromkeys(df.variant) if v not in BASELINES])
     present = set(df.variant)
-    refs = [b for b in ("token-spectra", "raw-spectra") if b in present]
+    refs = [b for b in ("token-spectra", "raw-spectra", "spectra-mean-std") if b in present]  # the last: tile metrics only
     out = []
     main = [f"{m}@{p}" for p in protocols for m in MAIN_DOWNSTREAM] + [f"{m}@tile" for m in TILE_MAIN]
     if "token-spectra" in present:
