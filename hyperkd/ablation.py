@@ -20,11 +20,12 @@ from .files import atomic_file, _atomic_write_text
 from .distill import TrainConfig, load_student, train
 from .evaluate import (ABLATION_METRICS, BASELINES, DOWNSTREAM_METRICS, MAIN_DOWNSTREAM, PROTOCOLS,
                               RECONSTRUCTION_METRICS, demo_downstream_data, evaluate_model, evaluate_run, random_init_like)
+from .tasks import LABEL_FRACTIONS, TokenSpectra, fraction_suffix, plot_label_efficiency, task_metrics
 
 # %% auto #0
-__all__ = ['LOWER_IS_BETTER', 'ABLATION_VARIANTS', 'TEACHER_VARIANTS', 'STUDY_VARIANTS', 'paired_bootstrap', 'verdict',
-           'compare_variants', 'variant_config', 'ablation_table', 'study_report', 'run_skill', 'skill_table',
-           'add_skill_report', 'plot_ablation', 'compare_to_baseline', 'ablate']
+__all__ = ['LOWER_IS_BETTER', 'ABLATION_VARIANTS', 'TEACHER_VARIANTS', 'STUDY_VARIANTS', 'TILE_MAIN', 'paired_bootstrap',
+           'verdict', 'compare_variants', 'variant_config', 'ablation_table', 'study_report', 'tasks_report',
+           'run_skill', 'skill_table', 'add_skill_report', 'plot_ablation', 'compare_to_baseline', 'ablate']
 
 # %% ../nbs/03c_ablation.ipynb #8e12846e
 LOWER_IS_BETTER = ("sam_deg_masked", "soc_rmse")
@@ -120,9 +121,9 @@ def variant_config(variant: str, **overrides):
     return cfg
 
 # %% ../nbs/03c_ablation.ipynb #b6edcfdb
-def _cached_eval(run_dir: Path, key: dict, fn):
-    "evaluation.json in the run folder, reused while the evaluation settings are the same."
-    f = run_dir / "evaluation.json"
+def _cached_eval(run_dir: Path, key: dict, fn, name: str = "evaluation.json"):
+    "`name` (evaluation.json) in the run folder, reused while the evaluation settings are the same."
+    f = run_dir / name
     key = json.loads(json.dumps(key))  # as it reads back (tuples become lists)
     if f.exists():
         saved = json.loads(f.read_text())
@@ -174,6 +175,43 @@ def study_report(df, steps=None, seeds=None, protocols: Sequence[str] = PROTOCOL
         c = compare_variants(df, v, [b for b in BASELINES if b in set(df.variant)], main)
         if len(c):
             out += [f"## `{v}` against the baselines (same heads and budget)", "", _md_compare(c), ""]
+    return "\n".join(out)
+
+# %% ../nbs/03c_ablation.ipynb #a21b0002
+TILE_MAIN = ("landcover_accuracy", "lcpresent_map", "soc_r2")  # the tile tasks' main metrics ('@tile')
+
+def tasks_report(df, protocols: Sequence[str] = PROTOCOLS, fractions: Sequence[float] = LABEL_FRACTIONS, variants=None) -> str:
+    "results.md's sections on the resolution-matched baselines, the tile tasks and the label fractions (`hyperkd.tasks`)."
+    variants = list(variants or [v for v in dict.fromkeys(df.variant) if v not in BASELINES])
+    present = set(df.variant)
+    refs = [b for b in ("token-spectra", "raw-spectra", "spectra-mean-std") if b in present]  # the last: tile metrics only
+    out = []
+    main = [f"{m}@{p}" for p in protocols for m in MAIN_DOWNSTREAM] + [f"{m}@tile" for m in TILE_MAIN]
+    if "token-spectra" in present:
+        rows = variants + [b for b in ("token-spectra", "raw-spectra", "spectra-mean-std") if b in present]
+        out += ["## Resolution-matched comparison", "", "`token-spectra`: the mean spectrum and its standard deviation of "
+                "each encoder token's pixels, through the same heads at the encoder's grid; `raw-spectra`: every pixel "
+                "(pixel protocols) or the tile's mean spectrum (`@tile`); `spectra-mean-std`: the tile's mean and standard "
+                "deviation (tile tasks only). An encoder earns its keep where it beats `token-spectra`.", "",
+                ablation_table(df[df.variant.isin(rows)], main), ""]
+        for v in variants:
+            c = compare_variants(df, v, refs, main)
+            if len(c):
+                out += [f"### `{v}` against the spectra at its resolution and at full resolution", "", _md_compare(c), ""]
+    reduced = [f for f in fractions if f < 1]
+    if any(f"{m}@{p}{fraction_suffix(f)}" in df for p in (*protocols, "tile") for m in MAIN_DOWNSTREAM + TILE_MAIN for f in reduced):
+        out += ["## Label efficiency", "", f"Every protocol with {', '.join(f'{f * 100:g} %' for f in fractions)} of the training "
+                "labels (tiles, or labelled pixels for crop type and SOC), the subsets drawn once per seed and fraction, the same "
+                "for every variant and baseline; test sets in full.", ""]
+        for p in (*protocols, "tile"):
+            cols = [f"{m}@{p}{fraction_suffix(f)}" for m in (TILE_MAIN if p == "tile" else MAIN_DOWNSTREAM) for f in fractions]
+            out += [f"### `{p}` by label fraction", "", ablation_table(df, cols), ""]
+        cols = [f"{m}@{p}{fraction_suffix(f)}" for f in reduced for p in (*protocols, "tile")
+                for m in (TILE_MAIN if p == "tile" else MAIN_DOWNSTREAM)]
+        for v in variants:
+            c = compare_variants(df, v, [*refs, *(["random-init"] if "random-init" in present else [])], cols)
+            if len(c):
+                out += [f"### `{v}` with few labels, against the baselines", "", _md_compare(c), ""]
     return "\n".join(out)
 
 # %% ../nbs/03c_ablation.ipynb #h21a0102
@@ -309,17 +347,53 @@ def _baseline_rows(run: Path, bdir: Path, seed: int, key: dict, protocols, head_
         rows.append({"variant": name, "seed": seed, **evb["metrics"]})
     return rows
 
+# %% ../nbs/03c_ablation.ipynb #a21b0005
+def _task_cols(folder: Path, key: dict, variant: str, enc, data, protocols, fractions, seed: int, head_epochs: int) -> dict:
+    "The `hyperkd.tasks` columns of one row, cached in `folder`/evaluation_tasks.json."
+    return _cached_eval(folder, {**key, "seed": seed, "fractions": list(fractions)},
+                        lambda: {"metrics": task_metrics(variant, enc, data, protocols, fractions, seed, head_epochs), "per_band": None},
+                        name="evaluation_tasks.json")["metrics"]
+
+def _run_task_cols(run: Path, variant: str, seed: int, key: dict, protocols, fractions, head_epochs: int, scene_size: int = 256) -> dict:
+    "`_task_cols` of a trained run (its student, its band statistics, the held-out demo data)."
+    model, stats = load_student(run)
+    data = demo_downstream_data(stats, model.config["img_size"], model.in_chans, scene_size=scene_size)
+    return _task_cols(run, key, variant, model, data, protocols, fractions, seed, head_epochs)
+
+def _task_baseline_rows(base_rows: list, run: Path, bdir: Path, seed: int, key: dict, protocols, head_epochs: int,
+                        scene_size: int, fractions) -> list[dict]:
+    "A seed's baseline rows (`_baseline_rows`) with the task columns, and the `token-spectra` and `spectra-mean-std` rows."
+    model, stats = load_student(run)
+    data = demo_downstream_data(stats, model.config["img_size"], model.in_chans, scene_size=scene_size)
+    cfg = {k: v_ for k, v_ in model.config.items() if k != "distill_layers"}
+    encs = {"raw-spectra": None, "random-init": random_init_like(model, seed), "token-spectra": TokenSpectra.like(model),
+            "spectra-mean-std": None}
+    rows = {r["variant"]: r for r in base_rows}
+    for name, enc in encs.items():
+        sub = bdir / name
+        sub.mkdir(parents=True, exist_ok=True)
+        if name == "token-spectra":
+            ev = _cached_eval(sub, {**key, "seed": seed, "config": cfg}, lambda: evaluate_model(enc, data, protocols, seed, head_epochs=head_epochs))
+            rows[name] = {"variant": name, "seed": seed, **ev["metrics"]}
+        rows.setdefault(name, {"variant": name, "seed": seed})
+        if fractions:
+            rows[name].update(_task_cols(sub, {**key, "config": cfg}, name, enc, data, protocols, fractions, seed, head_epochs))
+    return list(rows.values())
+
 # %% ../nbs/03c_ablation.ipynb #3990775b
 def ablate(out_dir, variants: Sequence[str] | None = None, seeds: Sequence[int] = (0, 1, 2, 3, 4), steps: int = 200,
            protocols: Sequence[str] = PROTOCOLS, baselines: bool = True, head_epochs: int = 60, progress: bool = False,
-           scene_size: int = 256, **overrides) -> "pd.DataFrame":
+           scene_size: int = 256, fractions: Sequence[float] = LABEL_FRACTIONS, **overrides) -> "pd.DataFrame":
     """Train every variant (default `STUDY_VARIANTS`) with every seed on the same data and budget, evaluate each run
     (reconstruction; downstream tasks by every protocol), add the `raw-spectra` and `random-init` baselines per seed
     (same heads, same budget, same seed), and write `results.csv`, `per_band.csv`, `results.md` (mean ± std, paired
     differences with 95 % bootstrap intervals and verdicts; the student skill of every variant, with a warning on
     the results of variants whose students are not skilful) and the figures into `out_dir`. Finished runs and their
     evaluations are reused, so an interrupted study continues where it stopped. `scene_size`: the side (px) of the
-    held-out demo scenes of the evaluation (smaller: a quicker, noisier evaluation)."""
+    held-out demo scenes of the evaluation (smaller: a quicker, noisier evaluation). `fractions`: the label budgets of
+    `hyperkd.tasks` (every protocol and the tile tasks at each share of the training labels; the `token-spectra` and
+    `spectra-mean-std` baselines join the others; `()`: none of it, the study as before), in `results.md` and
+    `label_efficiency.png`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     variants = list(variants or STUDY_VARIANTS)
@@ -340,16 +414,26 @@ def ablate(out_dir, variants: Sequence[str] | None = None, seeds: Sequence[int] 
         run = _train_or_reuse(cfg, out_dir / "runs" / cfg.name)
         ev = _cached_eval(run, {**key, "seed": seed}, lambda: evaluate_run(run, protocols, seed, scene_size=scene_size, head_epochs=head_epochs))
         rows.append({"variant": v, "seed": seed, **ev["metrics"], "skill": run_skill(run)["skill"]})
+        if fractions:
+            rows[-1].update(_run_task_cols(run, v, seed, key, protocols, fractions, head_epochs, scene_size))
         bands.append(ev["per_band"].query("region == 'masked'").assign(variant=v, seed=seed))
         if baselines and v == variants[-1]:  # this seed's baselines, with the data and student shape of its runs
-            rows += _baseline_rows(run, out_dir / "runs" / f"baselines-s{seed}", seed, key, protocols, head_epochs, scene_size)
+            brows = _baseline_rows(run, out_dir / "runs" / f"baselines-s{seed}", seed, key, protocols, head_epochs, scene_size)
+            rows += _task_baseline_rows(brows, run, out_dir / "runs" / f"baselines-s{seed}", seed, key, protocols, head_epochs,
+                                        scene_size, fractions) if fractions else brows
     df = pd.DataFrame(rows)
     with atomic_file(out_dir / "results.csv") as tmp:
         df.to_csv(tmp, index=False)
-    report = study_report(df, steps=steps, seeds=seeds, protocols=protocols, variants=variants)
+    report = study_report(df, steps=steps, seeds=seeds, protocols=protocols, variants=variants) + "\n" + tasks_report(
+        df, protocols, fractions or (1.0,), variants)
     _atomic_write_text(out_dir / "results.md", add_skill_report(report, df))  # with the skill table and its warnings
     per_band = pd.concat(bands)
     with atomic_file(out_dir / "per_band.csv") as tmp:
         per_band.to_csv(tmp, index=False)
     plot_ablation(df, per_band, out_dir)
+    if fractions:
+        fig = plot_label_efficiency(df, [f"{m}@{p}" for p in protocols[:1] for m in ("landcover_accuracy", "crop_miou")]
+                                    + ["landcover_accuracy@tile", "lcpresent_map@tile"], fractions)
+        with atomic_file(out_dir / "label_efficiency.png") as tmp:
+            fig.savefig(tmp, dpi=80, format="png")
     return df

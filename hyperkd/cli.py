@@ -68,6 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--protocols", nargs="*", action="extend", help="downstream protocols (default: linear frozen finetune)")
     p.add_argument("--no-baselines", action="store_true", help="skip the raw-spectra and random-init baselines")
     p.add_argument("--head-epochs", type=int, default=60, help="most epochs of every downstream head (default 60; early stopping)")
+    p.add_argument("--fractions", nargs="*", type=float, default=None, metavar="SHARE",
+                   help="label budgets of every protocol and the tile tasks, with the token-spectra baseline (default 0.01 0.1 1; "
+                        "the flag alone: none of it)")
     p.add_argument("--set", nargs="*", action="extend", default=[], metavar="KEY=VALUE",
                    help="TrainConfig overrides for every run (repeatable)")
     p.add_argument("--no-progress", action="store_true")
@@ -102,6 +105,7 @@ def _ablate(a) -> int:
     from hyperkd.evaluate import PROTOCOLS
     df = ablate(a.out, a.variants, a.seeds if a.seeds else (0, 1, 2, 3, 4), a.steps, protocols=a.protocols or PROTOCOLS,
                 baselines=not a.no_baselines, head_epochs=a.head_epochs, progress=not a.no_progress,
+                **({} if a.fractions is None else {"fractions": tuple(a.fractions)}),
                 **dict(parse_override(o) for o in a.set))
     print((a.out / "results.md").read_text())
     print(f"results: {a.out}")

@@ -131,7 +131,7 @@ def predict_head(head: TaskHead, features: torch.Tensor):
 # %% ../nbs/03_evaluate.ipynb #31fc3bc5
 PROTOCOLS = ("linear", "frozen", "finetune")
 
-BASELINES = ("raw-spectra", "random-init")
+BASELINES = ("raw-spectra", "random-init", "token-spectra", "spectra-mean-std")  # the last two: `hyperkd.tasks`
 
 def pyramid_layers(depth: int, n: int = 4) -> tuple:
     "`n` evenly spaced encoder blocks, the last one the normed output (-1): depth 12 → (2, 5, 8, -1), depth 4 → (0, 1, 2, -1)."
@@ -368,7 +368,8 @@ def run_protocol(protocol: str, encoder, x_train: torch.Tensor, y_train: torch.T
     `encoder_lr_scale` x `lr` and layer-wise decay `layer_decay`): each builds its own head (`PROTOCOL_HEADS`).
     `encoder`: a `HyperspectralMAE` (never modified: fine-tuning trains a copy), or `None` for the **raw-spectra**
     baseline: the normalised spectra of each pixel are the features (the same heads, at pixel resolution; `finetune`
-    = `frozen` there, nothing to tune). Inputs are normalised (B, C, H, W) tensors (any size for `linear`/`frozen`;
+    = `frozen` there, nothing to tune), or an object with a `protocol_setup(protocol, ...)` method (a feature
+    baseline such as `hyperkd.tasks.TokenSpectra`) that builds the setup itself. Inputs are normalised (B, C, H, W) tensors (any size for `linear`/`frozen`;
     `finetune` trains on tiles of the encoder's img_size); labels (B,) for classification, (B, H, W) for segmentation
     (`ignore_index`) and regression (NaN = unknown). Every protocol has the same budget: mini-batches of `batch_size`,
     at most `epochs` epochs, early stopping (patience `patience`) on a validation split of `val_frac` of the training
@@ -381,8 +382,9 @@ def run_protocol(protocol: str, encoder, x_train: torch.Tensor, y_train: torch.T
     torch.manual_seed(seed)
     out_size = None if task == "classification" else tuple(y_train.shape[-2:])
     test_size = None if task == "classification" else tuple(y_test.shape[-2:])
-    setup = PROTOCOL_HEADS[protocol](encoder, x_train, x_test, task, n_out, out_size, lr=lr, hidden=hidden, n_levels=n_levels,
-                                     encoder_lr_scale=encoder_lr_scale, layer_decay=layer_decay)
+    opts = dict(lr=lr, hidden=hidden, n_levels=n_levels, encoder_lr_scale=encoder_lr_scale, layer_decay=layer_decay)
+    setup = (encoder.protocol_setup(protocol, x_train, x_test, task, n_out, out_size, **opts)  # a feature baseline's own heads
+             if hasattr(encoder, "protocol_setup") else PROTOCOL_HEADS[protocol](encoder, x_train, x_test, task, n_out, out_size, **opts))
     n = len(x_train)
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=g)
@@ -490,8 +492,9 @@ def _scene_tiles(seed, size, bands, P):
     scene = demo_scene(seed=seed, size=size, bands=bands)
     refl = torch.from_numpy(scene.reflectance.values)
     n = (size // P) ** 2
-    return (scene, _tiles(refl, P), _tiles(torch.from_numpy(scene.land_cover.values), P).reshape(n, -1).mode(1).values,
-            _tiles(torch.from_numpy(scene.crop_type.values), P), _tiles(torch.from_numpy(scene.soc.values), P))
+    lc = _tiles(torch.from_numpy(scene.land_cover.values), P)
+    return (scene, _tiles(refl, P), lc.reshape(n, -1).mode(1).values, _tiles(torch.from_numpy(scene.crop_type.values), P),
+            _tiles(torch.from_numpy(scene.soc.values), P), lc)
 
 # %% ../nbs/03_evaluate.ipynb #6106d577
 @dataclass
@@ -499,6 +502,7 @@ class DownstreamData:
     "Held-out demo tiles (normalised), their labels, and which tiles are the test scene."
     x: torch.Tensor; reflectance: torch.Tensor; land_cover: torch.Tensor; crop: torch.Tensor; soc: torch.Tensor
     test: torch.Tensor; wavelengths: np.ndarray; band_names: list; mean: torch.Tensor; std: torch.Tensor
+    land_cover_map: torch.Tensor | None = None  # (n, P, P) per-pixel land cover (the tile-level tasks of `hyperkd.tasks`)
 
 def demo_downstream_data(stats, img_size: int, in_chans: int, train_scenes: Sequence[int] = (1000, 1001),
                          test_scene: int = 1002, scene_size: int = 256) -> DownstreamData:
@@ -512,18 +516,18 @@ def demo_downstream_data(stats, img_size: int, in_chans: int, train_scenes: Sequ
     lc, crop, soc = (torch.cat([p[k] for p in parts]) for k in (2, 3, 4))
     scene = parts[-1][0]
     return DownstreamData((tiles - mean) / std, tiles, lc, crop, soc, test, scene.wavelength.values, list(scene.band.values),
-                          mean, std)
+                          mean, std, torch.cat([p[5] for p in parts]))
 
 # %% ../nbs/03_evaluate.ipynb #069a063d
 def downstream_metrics(encoder, data: DownstreamData, protocols: Sequence[str] = PROTOCOLS, seed: int = 0,
                        epochs: int = 60, **kw) -> dict:
     """Land cover (tile classification), crop type (segmentation) and SOC (regression) by each protocol, for an
-    encoder (`HyperspectralMAE`) or `None` (the raw-spectra baseline): {'<task>_<metric>@<protocol>': value}."""
+    encoder (`HyperspectralMAE`) or `None` (the raw-spectra baseline) or a feature baseline (`hyperkd.tasks.TokenSpectra`): {'<task>_<metric>@<protocol>': value}."""
     tr, te = ~data.test, data.test
     out, done = {}, {}
     for protocol in protocols:
         # raw spectra have no encoder to fine-tune: `finetune` is `frozen` there (computed once)
-        same = "frozen" if encoder is None and protocol == "finetune" else protocol
+        same = "frozen" if (encoder is None or getattr(encoder, "frozen_only", False)) and protocol == "finetune" else protocol
         for name, y, task, n in (("landcover", data.land_cover, "classification", len(LAND_COVER_CLASSES)),
                                  ("crop", data.crop, "segmentation", len(CROP_CLASSES)),
                                  ("soc", data.soc, "regression", 1)):
@@ -537,10 +541,11 @@ def downstream_metrics(encoder, data: DownstreamData, protocols: Sequence[str] =
 # %% ../nbs/03_evaluate.ipynb #cf8767df
 def evaluate_model(model, data: DownstreamData, protocols: Sequence[str] = PROTOCOLS, seed: int = 0, mask_seed: int = 0,
                    head_epochs: int = 60, **kw) -> dict:
-    """Reconstruction on the masked pixels of a fixed random mask (reflectance units; skipped for `model=None`) and the
+    """Reconstruction on the masked pixels of a fixed random mask (reflectance units; skipped for `model=None` and
+    feature baselines) and the
     downstream tasks by protocol. Returns {'metrics': {...}, 'per_band': DataFrame or None}."""
     out, per_band = {}, None
-    if model is not None:
+    if isinstance(model, HyperspectralMAE):
         n = data.x.shape[0]
         mask = random_mask(n, model.n_tokens, 0.75, torch.Generator().manual_seed(mask_seed))
         with torch.no_grad():
