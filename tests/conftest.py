@@ -14,25 +14,37 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download models or d
 for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-# Tests that share a module-scoped fixture (a JupyterLab server, a trained run) or drive a browser run on one worker,
-# one after the other: two Chromiums, servers and kernels at once on 2 cores make their generous timeouts flaky.
+# Test files whose tests run on one worker, one after the other: they share module-scoped fixtures (a JupyterLab server,
+# a trained run) and drive browsers, servers and kernels; two of those at once on 2 cores make their timeouts flaky.
 _ONE_WORKER = {"test_jupyterlab.py": "browser", "test_explorer.py": "browser"}
 
 
-@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks (--dist loadgroup)
-def pytest_collection_modifyitems(config, items):
-    """Mark the tests of `_ONE_WORKER` with their xdist group, and start the long ones first (the browser group, then
-    `slow`, each in collection order) so that no worker is left with a long test at the end while the other idles."""
-    for item in items:
-        group = _ONE_WORKER.get(item.path.name)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+def _group(nodeid: str) -> str:
+    "The unit of work a test goes to a worker in: its `_ONE_WORKER` group, else the test alone."
+    return _ONE_WORKER.get(nodeid.split("::")[0].rsplit("/", 1)[-1], nodeid)
 
-    def rank(item):
-        if item.get_closest_marker("xdist_group"):
-            return 0
-        return 1 if item.get_closest_marker("slow") else 2
-    items[:] = sorted(items, key=rank)  # stable: collection order within each rank
+
+try:
+    from xdist.scheduler import LoadScopeScheduling
+except ImportError:  # without pytest-xdist (pytest -p no:xdist) the suite runs in one process
+    LoadScopeScheduling = None
+else:
+    class _GroupScheduling(LoadScopeScheduling):
+        """xdist's scope scheduling with `_group` as the scope: every other test is its own unit, handed to whichever
+        worker is free. (xdist's own `--dist loadgroup` does not group under pytest 9, which no longer reads the
+        `_nodeid` that xdist 3.8 rewrites with the group's name.) Units with more tests go first (the browser group),
+        then the others in collection order."""
+        def _split_scope(self, nodeid: str) -> str:
+            return _group(nodeid)
+
+    def pytest_xdist_make_scheduler(config, log):
+        return _GroupScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Start the long tests first (`slow`, in collection order, after the browser group) so that no worker is left
+    with a long test at the end while the other idles."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else 1)  # stable
 
 
 @pytest.fixture(scope="session")
