@@ -236,11 +236,13 @@ def browser_page():
         page.errors = []
         page.on("console", lambda m: page.errors.append(m.text) if m.type == "error" else None)
         page.on("pageerror", lambda e: page.errors.append(str(e)))
+        page.set_default_timeout(120_000)  # as in test_jupyterlab: a loaded 2-core machine answers slowly
         yield page
         browser.close()
 
 
-def _wait_for(fn, timeout=30.0, what="condition"):
+def _wait_for(fn, timeout=120.0, what="condition"):
+    "Poll `fn` until it is truthy (generous: a loaded 2-core machine running 2 pytest-xdist workers answers slowly)."
     deadline = time.time() + timeout
     while time.time() < deadline:
         v = fn()

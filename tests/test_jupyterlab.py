@@ -73,6 +73,9 @@ def lab(tmp_path_factory):
                 raise RuntimeError(f"JupyterLab did not answer in time: {log.read_text()[-3000:]}")
             time.sleep(0.5)
     yield {"url": url, "root": root, "log": log}
+    from hyperkd.launch import Job
+    for job in root.glob("runs/*/job.json"):  # a test that failed before stopping its run leaves it training for good
+        Job.attach(job.parent).stop()  # (its own process session): it would take a core from every later test
     proc.terminate()
     try:
         proc.wait(20)

@@ -17,7 +17,7 @@ from hyperkd.launch import Job, launch
 
 def _cfg(tmp_path, name, **kw):
     base = dict(name=name, runs_dir=str(tmp_path / "runs"), demo_scenes=1, demo_size=64, img_size=32, patch_size=8,
-                batch_size=4, steps=40, ckpt_every=50, log_every=1, warmup_steps=2, progress=False)
+                batch_size=4, steps=16, ckpt_every=50, log_every=1, warmup_steps=2, progress=False)
     return TrainConfig.for_mode("mae", **{**base, **kw})
 
 
@@ -27,6 +27,16 @@ def _cache(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The stopped and the preempted runs' reference: the same run in one piece, launched in a process of the same kind
+    (one process, one thread). Both tests compare with it bit for bit; it is trained once."""
+    tmp = tmp_path_factory.mktemp("uninterrupted")
+    ref = launch(_cfg(tmp, "uninterrupted"), env={"HYPERKD_CACHE": str(tmp / "cache"), "OMP_NUM_THREADS": "1"})
+    assert ref.wait(timeout=300)["state"] == "finished", ref.tail(30)
+    return ref
+
+
 def _until_step(job, step, timeout=300):
     t0 = time.time()
     while job.status()["state"] == "running" and job.status()["step"] < step and time.time() - t0 < timeout:
@@ -34,23 +44,22 @@ def _until_step(job, step, timeout=300):
 
 
 @pytest.mark.slow
-def test_stop_writes_checkpoint_and_resume_equals_uninterrupted(tmp_path):
+def test_stop_writes_checkpoint_and_resume_equals_uninterrupted(tmp_path, uninterrupted):
     cfg = _cfg(tmp_path, "stopped")  # ckpt_every > steps: the only mid-run checkpoint is the one the stop writes
     job = launch(cfg)
     _until_step(job, 6)
     st = job.stop().wait(timeout=300)
     assert st["state"] == "stopped" and st["exit_code"] == 3, (st, job.tail(30))
     ck = torch.load(job.run_dir / "checkpoint.pt", weights_only=False)
-    assert 6 <= ck["step"] < 40 and (job.run_dir / "stopped.json").exists()
+    assert 6 <= ck["step"] < cfg.steps and (job.run_dir / "stopped.json").exists()
     assert not (job.run_dir / "student.pt").exists()
     assert job.resume().wait(timeout=300)["state"] == "finished", job.tail(30)
-    ref = launch(replace(cfg, name="uninterrupted"))  # same kind of process (threads), in one piece
-    assert ref.wait(timeout=300)["state"] == "finished"
+    ref = uninterrupted  # same kind of process (threads), in one piece
     a = torch.load(ref.run_dir / "student.pt", weights_only=False)["model"]
     b = torch.load(job.run_dir / "student.pt", weights_only=False)["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k  # bit for bit
-    assert read_metrics(job.run_dir).step.tolist() == list(range(1, 41))
+    assert read_metrics(job.run_dir).step.tolist() == list(range(1, cfg.steps + 1))
 
 
 @pytest.mark.slow
@@ -91,7 +100,7 @@ def test_another_process_attaches_to_a_running_job(tmp_path):
 # --- the Slurm path, through submitit ---------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_submitit_requeue_after_preemption_equals_uninterrupted(tmp_path):
+def test_submitit_requeue_after_preemption_equals_uninterrupted(tmp_path, uninterrupted):
     cfg = _cfg(tmp_path, "preempted")  # ckpt_every > steps: the only mid-run checkpoint is the one the preemption writes
     job = launch(cfg, executor="submitit-local", procs=1)
     _until_step(job, 6)
@@ -101,13 +110,12 @@ def test_submitit_requeue_after_preemption_equals_uninterrupted(tmp_path):
     assert st["state"] == "finished" and st["exit_code"] == 0, (st, log)
     assert "stopped by signal 12" in log and "Requeued job" in log and "Resumed" in log, log
     assert not (job.run_dir / "stopped.json").exists()  # the requeued run consumed it
-    ref = launch(replace(cfg, name="uninterrupted"))  # a process of the same kind, in one piece
-    assert ref.wait(timeout=300)["state"] == "finished"
+    ref = uninterrupted  # a process of the same kind, in one piece
     a = torch.load(ref.run_dir / "student.pt", weights_only=False)["model"]
     b = torch.load(job.run_dir / "student.pt", weights_only=False)["model"]
     for k in a:
         assert torch.equal(a[k], b[k]), k  # bit for bit
-    assert read_metrics(job.run_dir).step.tolist() == list(range(1, 41))
+    assert read_metrics(job.run_dir).step.tolist() == list(range(1, cfg.steps + 1))
     with pytest.raises(ValueError, match="preempt"):
         ref.preempt()
 
