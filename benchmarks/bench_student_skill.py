@@ -7,7 +7,7 @@ Trains one run of the given mode (`TrainConfig.for_mode(mode)`, then the `--set 
 compiled) for `steps` steps and, at steps 0, 100, 250, 500, 1000, 1500, 2000, 3000, 4000, ..., measures the student's
 masked reconstruction of the evaluation's held-out tiles (`demo_downstream_data`: demo scenes 1000-1002, 256 px, cut
 into `img_size` tiles, normalised with the run's band statistics; never trained on) against the per-band mean and the
-bilinear fill (`hyperkd.skill.masked_reconstruction_skill`, fixed mask: seed 0, ratio 0.75). Prints one JSON line per
+bilinear fill (`hyperkd.skill.student_skill`, fixed mask: seed 0, ratio 0.75). Prints one JSON line per
 measurement and writes them to `--out` (JSON lines). Skill > 0: the student beats both trivial predictors.
 The learning-rate schedule is the run's (cosine over `steps`), so a point at step k of a longer run is not a run of k
 steps. One torch thread (`--threads`), so that it can share a machine.
@@ -23,8 +23,7 @@ import torch
 from hyperkd.config import apply_overrides
 from hyperkd.distill import TrainConfig, Trainer
 from hyperkd.evaluate import demo_downstream_data
-from hyperkd.masking import random_mask
-from hyperkd.skill import masked_reconstruction_skill
+from hyperkd.skill import student_skill
 
 AT = (0, 100, 250, 500, 1000, 1500, 2000, 3000, 4000, 6000, 8000, 12000, 16000)
 
@@ -45,17 +44,10 @@ def main():
                                                progress=False, ckpt_every=50, compile_loss="off"), a.set)
     tr = Trainer(cfg, log=lambda *_: None)
     data = demo_downstream_data(tr.stats, cfg.img_size, tr.dataset.n_bands)
-    x = data.x
-    mask = random_mask(x.shape[0], tr.model.n_tokens, 0.75, torch.Generator().manual_seed(0))
 
     def measure():
-        m = tr.model
-        m.eval()
-        with torch.no_grad():
-            rec = torch.cat([m(x[i:i + 16], mask[i:i + 16]).pred for i in range(0, len(x), 16)])
-        m.train()
-        r = {"step": tr.step, **masked_reconstruction_skill(x, mask, rec, cfg.patch_size, name="student"),
-             "n_tiles": len(x), "mode": a.mode, "overrides": a.set, "time": time.time()}
+        r = {"step": tr.step, **student_skill(tr.model, data.x, None, 0.75, seed=0), "mode": a.mode, "overrides": a.set,
+             "time": time.time()}
         with open(out, "a") as f:
             f.write(json.dumps(r) + "\n")
         print(json.dumps(r), flush=True)

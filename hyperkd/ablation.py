@@ -188,12 +188,11 @@ def tasks_report(df, protocols: Sequence[str] = PROTOCOLS, fractions: Sequence[f
     out = []
     main = [f"{m}@{p}" for p in protocols for m in MAIN_DOWNSTREAM] + [f"{m}@tile" for m in TILE_MAIN]
     if "token-spectra" in present:
-        rows = variants + [b for b in ("token-spectra", "raw-spectra", "spectra-mean-std") if b in present]
         out += ["## Resolution-matched comparison", "", "`token-spectra`: the mean spectrum and its standard deviation of "
                 "each encoder token's pixels, through the same heads at the encoder's grid; `raw-spectra`: every pixel "
                 "(pixel protocols) or the tile's mean spectrum (`@tile`); `spectra-mean-std`: the tile's mean and standard "
                 "deviation (tile tasks only). An encoder earns its keep where it beats `token-spectra`.", "",
-                ablation_table(df[df.variant.isin(rows)], main), ""]
+                ablation_table(df[df.variant.isin(variants + refs)], main), ""]
         for v in variants:
             c = compare_variants(df, v, refs, main)
             if len(c):
@@ -220,7 +219,7 @@ def run_skill(run) -> dict:
     step; else (a run trained before skill was recorded) measured now the same way (`heldout_tiles` with the run's
     band statistics, `student_skill` with its mask ratio, mask seed 0) and written there. Data without held-out
     tiles of its own (not the demo) and no skill.json: {"skill": nan, "error": why}."""
-    from hyperkd.skill import heldout_tiles, student_skill  # imported here: this cell stands on its own
+    from hyperkd.skill import heldout_tiles, skill_record  # imported here: this cell stands on its own
     run = Path(run)
     cfg = TrainConfig.from_yaml(run / "config.yaml")
     f = run / "skill.json"
@@ -230,11 +229,10 @@ def run_skill(run) -> dict:
             return sk
     model, stats = load_student(run)
     try:
-        x, valid, about = heldout_tiles(cfg, stats, n=cfg.skill_tiles or 8)
+        tiles = heldout_tiles(cfg, stats, n=cfg.skill_tiles or 8)
     except ValueError as e:
         return {"skill": float("nan"), "error": str(e)}
-    sk = {"step": cfg.steps, **student_skill(model, x, valid, cfg.mask_ratio), **about, "mask_seed": 0,
-          "units": "MSE over masked pixels and all bands, in the run's normalised units (band_stats.json)"}
+    sk = skill_record(model, tiles, cfg.steps, cfg.mask_ratio)
     _atomic_write_text(f, json.dumps(sk, indent=1))
     return sk
 

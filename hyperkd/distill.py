@@ -30,7 +30,7 @@ from .files import atomic_file, _atomic_torch_save, _atomic_write_text
 from .teacher import (SHIPPED_TEACHER, AugmentedScenes, resolve_layers, shipped_teacher_path, small_teacher_path,
                              teacher_skill)
 from . import teacher as _teacher
-from .skill import heldout_tiles, student_skill
+from .skill import heldout_tiles, skill_record
 from .step import HyperKDStep, MAEStep, TeacherStep, step_noise, teacher_diagnostics
 from .signals import (EXIT_STOPPED, STOP_SIGNALS, TrainingDiverged, TrainingStopped, graceful_stop, request_stop,
                              stop_signal)
@@ -432,9 +432,7 @@ class _Skill:
             return None
         if getattr(self, "_skill_tiles", None) is None:
             self._skill_tiles = heldout_tiles(cfg, self.stats, self.dataset, cfg.skill_tiles)
-        x, valid, about = self._skill_tiles
-        rec = {"step": self.step, **student_skill(self.model, x, valid, cfg.mask_ratio), **about, "mask_seed": 0,
-               "units": "MSE over masked pixels and all bands, in the run's normalised units (band_stats.json)"}
+        rec = skill_record(self.model, self._skill_tiles, self.step, cfg.mask_ratio)
         _atomic_write_text(self.run_dir / "skill.json", json.dumps(rec, indent=1))
         return rec
 

@@ -15,7 +15,7 @@ from .patches import PatchDataset
 from .samples import demo_scene
 
 # %% auto #0
-__all__ = ['HELDOUT_DEMO_SEED', 'masked_reconstruction_skill', 'student_skill', 'heldout_tiles']
+__all__ = ['HELDOUT_DEMO_SEED', 'SKILL_UNITS', 'masked_reconstruction_skill', 'student_skill', 'heldout_tiles', 'skill_record']
 
 # %% ../nbs/01e0_skill.ipynb #6e4460aa
 def _bilinear_fill(x: torch.Tensor, keep: torch.Tensor, p: int) -> torch.Tensor:
@@ -114,3 +114,12 @@ def heldout_tiles(cfg, stats, dataset=None, n: int = 8) -> tuple:
     else:  # raw pixels (output='dn'): normalised and masked by the dataset
         x, valid = dataset.normalize_batch(torch.stack([dataset[int(i)] for i in idx]), return_mask=True)
     return x, valid, {"tiles": f"{len(idx)} training patches spread over the dataset (no held-out share)", "heldout": False}
+
+# %% ../nbs/01e0_skill.ipynb #b21c0102
+SKILL_UNITS = "MSE over masked pixels and all bands, in the run's normalised units (band_stats.json)"
+
+def skill_record(student: HyperspectralMAE, tiles: tuple, step: int, mask_ratio: float = 0.75) -> dict:
+    """skill.json: the `step`, `student_skill` on `tiles` ((x, valid, about) of `heldout_tiles`) with mask seed 0,
+    where the tiles come from (`about`), and the units of the errors."""
+    x, valid, about = tiles
+    return {"step": step, **student_skill(student, x, valid, mask_ratio), **about, "mask_seed": 0, "units": SKILL_UNITS}
