@@ -50,3 +50,16 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture
+def spectral_earth_folder(tmp_path) -> Path:
+    """A SpectralEarth-layout folder (`<root>/enmap/<patch>/<patch>.tif`, int16 COGs, scale 1e-4) of four 32-px patches
+    cut from demo scene 7 (64 px); returns the root, for `data="spectral-earth:<root>"`."""
+    from hyperkd.data import demo_scene, write_cube
+    scene = demo_scene(seed=7, size=64).reflectance
+    root = tmp_path / "se"
+    for i, (y, x) in enumerate([(0, 0), (0, 32), (32, 0), (32, 32)]):
+        write_cube(scene.isel(y=slice(y, y + 32), x=slice(x, x + 32)), root / "enmap" / f"p{i}" / f"p{i}.tif",
+                   driver="COG", dtype="int16", scale=1e-4)
+    return root

@@ -105,17 +105,12 @@ def test_refuses_to_overwrite_a_run_and_resume_without_checkpoint(tmp_path, monk
         Trainer(TrainConfig.for_mode("mae", name="none", runs_dir=str(tmp_path)), resume=True)
 
 
-def test_dn_loader_trains_identically(tmp_path):
+def test_dn_loader_trains_identically(tmp_path, spectral_earth_folder):
     "Raw int16 pixels normalised on the device (loader='dn', what CUDA runs use) give the same run as loader='float'."
     import numpy as np
-    from hyperkd.data import demo_scene, write_cube
-    scene = demo_scene(seed=7, size=64).reflectance
-    for i, (y, x) in enumerate([(0, 0), (0, 32), (32, 0), (32, 32)]):
-        write_cube(scene.isel(y=slice(y, y + 32), x=slice(x, x + 32)), tmp_path / "se" / "enmap" / f"p{i}" / f"p{i}.tif",
-                   driver="COG", dtype="int16", scale=1e-4)
     runs = {}
     for loader in ("float", "dn"):
-        cfg = TrainConfig.for_mode("mae", name=loader, runs_dir=str(tmp_path / "runs"), data=f"spectral-earth:{tmp_path / 'se'}",
+        cfg = TrainConfig.for_mode("mae", name=loader, runs_dir=str(tmp_path / "runs"), data=f"spectral-earth:{spectral_earth_folder}",
                                    img_size=32, patch_size=8, batch_size=2, steps=3, log_every=1, ckpt_every=3, progress=False,
                                    loader=loader)
         t = Trainer(cfg, log=lambda *a: None)

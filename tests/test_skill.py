@@ -148,17 +148,12 @@ def test_heldout_tiles_of_files_say_they_were_seen(tmp_path):
     assert heldout_tiles(replace(cfg, seed=HELDOUT_DEMO_SEED), stats, n=1)[2]["heldout"] is False  # trained on 999 itself
 
 
-def test_file_data_skill_is_flagged_seen_and_equal_for_both_loaders(tmp_path):
+def test_file_data_skill_is_flagged_seen_and_equal_for_both_loaders(tmp_path, spectral_earth_folder):
     "Files (SpectralEarth layout, int16 COGs) have no held-out share: training patches, flagged; raw and float loaders agree."
-    from hyperkd.data import demo_scene, write_cube
     from hyperkd.distill import TrainConfig, Trainer
-    scene = demo_scene(seed=7, size=64).reflectance
-    for i, (y, x) in enumerate([(0, 0), (0, 32), (32, 0), (32, 32)]):
-        write_cube(scene.isel(y=slice(y, y + 32), x=slice(x, x + 32)), tmp_path / "se" / "enmap" / f"p{i}" / f"p{i}.tif",
-                   driver="COG", dtype="int16", scale=1e-4)
     out = {}
     for loader in ("float", "dn"):
-        cfg = TrainConfig.for_mode("mae", name=loader, runs_dir=str(tmp_path / "runs"), data=f"spectral-earth:{tmp_path / 'se'}",
+        cfg = TrainConfig.for_mode("mae", name=loader, runs_dir=str(tmp_path / "runs"), data=f"spectral-earth:{spectral_earth_folder}",
                                    img_size=32, patch_size=8, batch_size=2, steps=1, skill_tiles=3, progress=False, loader=loader)
         t = Trainer(cfg, log=lambda *a: None)
         assert t.dataset.output == loader
