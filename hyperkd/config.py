@@ -18,10 +18,11 @@ from .files import _atomic_write_text  # the ground floor's atomic writes
 from .cubes import RESAMPLE_METHODS
 from .masking import MASK_STRATEGIES
 from .losses import DISTILL_TARGETS, LossWeights
+from .models import STUDENT_PRESETS
 
 # %% auto #0
-__all__ = ['MODES', 'MODE_DEFAULTS', 'TrainConfig', 'validate_config', 'git_revision', 'config_to_yaml', 'config_from_yaml',
-           'parse_override', 'apply_overrides']
+__all__ = ['MODES', 'MODE_DEFAULTS', 'TrainConfig', 'student_width', 'validate_config', 'git_revision', 'config_to_yaml',
+           'config_from_yaml', 'parse_override', 'apply_overrides']
 
 # %% ../nbs/01d_config.ipynb #5044c085
 MODES = ("distill", "mae", "teacher")
@@ -63,6 +64,7 @@ class TrainConfig:
     tokenizer: str = "flat"
     groups: int = 8
     patch_size: int = 8
+    embed_dim: int | None = None  # the student's token width (None: its preset's); heads keep the preset's width per head
     # masking
     mask: str = "gradient"
     mask_ratio: float = 0.75
@@ -185,6 +187,22 @@ def _check_file_metadata(cfg) -> None:
         raise ValueError(f"wavelengths: expected numbers (band centres), got {wl[:4]!r}....")
 
 # %% ../nbs/01d_config.ipynb #d6fb649c
+def student_width(cfg) -> dict:
+    """The student's width settings of `cfg`: {} for the preset's own, else `embed_dim` and as many heads as keep the
+    preset's width per head (tiny: 32, so 192 → 6 heads). ValueError for a width the heads or Prithvi's 3-D sin-cos
+    positional code (a multiple of 16) cannot take."""
+    if cfg.embed_dim is None:
+        return {}
+    p = STUDENT_PRESETS.get(cfg.student)
+    if p is None:
+        raise ValueError(f"student={cfg.student!r}: choose one of {sorted(STUDENT_PRESETS)}.")
+    head = p["embed_dim"] // p["num_heads"]
+    step = head * 16 // math.gcd(head, 16)
+    if not isinstance(cfg.embed_dim, int) or cfg.embed_dim <= 0 or cfg.embed_dim % step:
+        raise ValueError(f"embed_dim={cfg.embed_dim!r}: expected a positive multiple of {step} for the {cfg.student!r} "
+                         f"student ({head} channels per head; the positional code needs a multiple of 16).")
+    return dict(embed_dim=cfg.embed_dim, num_heads=cfg.embed_dim // head)
+
 def validate_config(cfg: TrainConfig) -> None:
     "Check (and coerce numbers of) `cfg` in place; ValueError naming the setting and what was expected."
     for f in dataclasses.fields(cfg):  # YAML reads "3e-4" as a string: coerce numbers by the field's type
@@ -219,6 +237,7 @@ def validate_config(cfg: TrainConfig) -> None:
     for l in cfg.teacher_layers:
         if not (l == "half" or (isinstance(l, int) and l >= -1)):
             raise ValueError(f"teacher_layers: {l!r} is not a teacher block (an index ≥ 0, -1 for the normed output, or 'half').")
+    student_width(cfg)  # a width the student's preset can take
     if cfg.img_size % cfg.patch_size:
         raise ValueError(f"img_size {cfg.img_size} must be a multiple of patch_size {cfg.patch_size}.")
     st = cfg.skill_tiles

@@ -25,7 +25,8 @@ from .data import (BandStats, PatchDataset, band_stats, demo_scene, load_multisp
 from .cubes import cache_dir
 from .models import PRITHVI_PRESETS, HyperspectralMAE, PrithviMAE, load_prithvi, random_mask, save_prithvi
 
-from .config import (MODES, TrainConfig, apply_overrides, git_revision, parse_override, validate_config)
+from .config import (MODES, TrainConfig, apply_overrides, git_revision, parse_override, student_width,
+                            validate_config)
 from .files import atomic_file, _atomic_torch_save, _atomic_write_text
 from .teacher import (SHIPPED_TEACHER, AugmentedScenes, resolve_layers, shipped_teacher_path, small_teacher_path,
                              teacher_skill)
@@ -198,7 +199,7 @@ def build_model(cfg: TrainConfig, n_bands: int, teacher: PrithviMAE | None = Non
                           in_chans=n_bands)
     torch.manual_seed(cfg.seed)
     return HyperspectralMAE.from_preset(cfg.student, in_chans=n_bands, img_size=cfg.img_size, patch_size=cfg.patch_size,
-                                        tokenizer=cfg.tokenizer, groups=cfg.groups, distill_layers=cfg.student_layers,
+                                        tokenizer=cfg.tokenizer, groups=cfg.groups, distill_layers=cfg.student_layers, **student_width(cfg),
                                         teacher_dim=teacher.embed_dim if teacher is not None else None)
 
 def build_step(cfg: TrainConfig, model, net, teacher, teacher_layers, dataset, stats, mean, std, device, rank=0, world=1):

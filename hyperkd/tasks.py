@@ -155,10 +155,13 @@ TILE_FEATURES = {"raw-spectra": "mean", "spectra-mean-std": "mean+std", "token-s
 @torch.no_grad()
 def tile_features(x: torch.Tensor, kind, patch: int | None = None) -> torch.Tensor:
     """One feature vector per tile (B, C, H, W) → (B, D) for the tile-level tasks. `kind`: a student
-    (`HyperspectralMAE`: its frozen final tokens, mean-pooled), `'mean'` (the tile's mean spectrum, C), `'mean+std'`
+    (`HyperspectralMAE`: its frozen final tokens, mean-pooled), an object with a `features(x)` method (its token maps,
+    mean-pooled), `'mean'` (the tile's mean spectrum, C), `'mean+std'`
     (mean and standard deviation of its pixels' spectra, 2C) or `'token'` (`token_spectra` on the grid of `patch`,
     averaged over the tile's tokens: mean spectrum and mean within-token standard deviation, 2C). NaN pixels are left
     out; a band without a valid pixel becomes 0 (the band mean of normalised input)."""
+    if hasattr(kind, "features"):  # a feature set with its own token maps (`TokenSpectra`, `hyperkd.designs.Readout`)
+        return kind.features(x).mean((2, 3))
     if not isinstance(kind, str):
         return encoder_features(kind, x).mean((2, 3))
     if kind == "token":
