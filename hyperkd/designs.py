@@ -77,24 +77,27 @@ def design_metrics(fractions: Sequence[float] = (0.1, 1.0)) -> list[str]:
 
 # %% ../nbs/03e_designs.ipynb #d6e00021
 def _design_rows(run: Path, design: str, seed: int, readouts, key: dict, protocols, fractions, head_epochs: int,
-                 scene_size: int) -> tuple[list, dict]:
-    "One trained run's rows (one per readout) and the `token-spectra` row of its grid, each evaluation cached in the run."
+                 scene_size: int, baseline: bool) -> list:
+    """One trained run's rows, one per readout, and with `baseline` the `token-spectra` row of its grid (same data,
+    same seed); every evaluation cached in the run folder."""
     model, stats = load_student(run)
     data = demo_downstream_data(stats, model.config["img_size"], model.in_chans, scene_size=scene_size)
     skill = run_skill(run)["skill"]
     def evaluate(name, enc):
-        return {**downstream_metrics(enc, data, protocols, seed, head_epochs),
-                **task_metrics(name, enc, data, protocols, fractions, seed, head_epochs)}
+        return {"metrics": {**downstream_metrics(enc, data, protocols, seed, head_epochs),
+                            **task_metrics(name, enc, data, protocols, fractions, seed, head_epochs)}, "per_band": None}
     rows = []
     for r in readouts:
-        ev = _cached_eval(run, {**key, "seed": seed, "readout": r}, lambda: {"metrics": evaluate(design, Readout(model, r)), "per_band": None},
+        ev = _cached_eval(run, {**key, "seed": seed, "readout": r}, lambda: evaluate(design, Readout(model, r)),
                           name=f"evaluation_readout_{r}.json")
         rows.append({"variant": f"{design}/{r}", "design": design, "readout": r, "seed": seed, "patch": model.patch,
                      "skill": skill, **ev["metrics"]})
-    ts = _cached_eval(run, {**key, "seed": seed}, lambda: {"metrics": evaluate("token-spectra", TokenSpectra.like(model)), "per_band": None},
-                      name="evaluation_token_spectra.json")
-    return rows, {"variant": f"token-spectra-p{model.patch}", "design": "token-spectra", "readout": "", "seed": seed,
-                  "patch": model.patch, **ts["metrics"]}
+    if baseline:
+        ts = _cached_eval(run, {**key, "seed": seed}, lambda: evaluate("token-spectra", TokenSpectra.like(model)),
+                          name="evaluation_token_spectra.json")
+        rows.append({"variant": f"token-spectra-p{model.patch}", "design": "token-spectra", "readout": "", "seed": seed,
+                     "patch": model.patch, **ts["metrics"]})
+    return rows
 
 # %% ../nbs/03e_designs.ipynb #d6e00022
 def design_study(out_dir, designs: dict | Sequence[str] | None = None, readouts: Sequence[str] = READOUTS,
@@ -121,17 +124,19 @@ def design_study(out_dir, designs: dict | Sequence[str] | None = None, readouts:
                 ckpt_every=steps, log_every=max(1, steps // 10), progress=progress)  # `ablate`'s
     base.update(overrides)
     key = {"protocols": list(protocols), "fractions": list(fractions), "head_epochs": head_epochs, "scene_size": scene_size}
-    rows, baselines = [], {}
+    rows, seen = [], set()  # seen: (patch, seed) whose token-spectra row is in
     jobs = [(s, d) for s in seeds for d in designs]
     for seed, d in tqdm(jobs, desc="designs", disable=not progress):
         name = f"{variant}-s{seed}" if not designs[d] else f"{variant}-{d}-s{seed}"
         cfg = variant_config(variant, **{**base, **designs[d], "seed": seed, "steps": steps, "name": name,
                                          "runs_dir": str(out_dir / "runs")})
         run = _train_or_reuse(cfg, out_dir / "runs" / name)
-        r, b = _design_rows(run, d, seed, readouts, key, protocols, fractions, head_epochs, scene_size)
-        rows += r
-        baselines.setdefault((b["variant"], seed), b)
-    df = pd.DataFrame(rows + list(baselines.values()))
+        patch = cfg.patch_size
+        rows += _design_rows(run, d, seed, readouts, key, protocols, fractions, head_epochs, scene_size,
+                             baseline=(patch, seed) not in seen)
+        seen.add((patch, seed))
+    df = pd.DataFrame(rows)
+    df = pd.concat([df[df.design != "token-spectra"], df[df.design == "token-spectra"]], ignore_index=True)  # baselines last
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_file(out_dir / "designs.csv") as tmp:
         df.to_csv(tmp, index=False)
