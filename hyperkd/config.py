@@ -59,8 +59,7 @@ class TrainConfig:
     alignment: str = "range"
     student_layers: tuple = (-1,)
     teacher_layers: tuple = ("half",)  # teacher blocks to distil: "half" (half depth; chosen by the study), ints, -1 = last
-    # student
-    student: str = "tiny"
+    student: str = "tiny"  # the student: a preset of STUDENT_PRESETS ("tiny", "small", "base"), then the settings below
     tokenizer: str = "flat"
     groups: int = 8
     patch_size: int = 8

@@ -150,23 +150,24 @@ def design_study(out_dir, designs: dict | Sequence[str] | None = None, readouts:
 def design_verdicts(df, metrics: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per design/readout of a `design_study` frame: wins, losses and ties against the `token-spectra` of its
     patch size over `metrics` (default: `design_metrics` present in `df`), the mean standardised difference to it
-    (`score`: per metric, the mean paired difference ÷ the baseline's std over seeds, sign flipped where lower is
-    better), its skill, and `verdict` 'loses' / 'beats' (better on some, worse on none) / 'mixed' / 'no difference'.
+    (`score`: per metric, the mean paired difference ÷ that metric's std over all rows of `df`, every design, readout,
+    baseline and seed, so that no metric's scale decides; sign flipped where lower is better), its skill, and
+    `verdict`: 'loses' (worse on more metrics than better), 'beats' (the reverse) or 'even'.
     Sorted best first."""
     metrics = [m for m in (metrics or design_metrics((0.01, 0.1, 1.0))) if m in df]
     out = []
     for v, d in df[df.design != "token-spectra"].groupby("variant", sort=False):
         ref = f"token-spectra-p{int(d.patch.iloc[0])}"
         c = compare_variants(df, v, [ref], metrics)
-        sd = df[df.variant == ref][list(c.metric)].std().replace(0, np.nan)
+        sd = df[list(c.metric)].std().replace(0, np.nan)  # each metric's spread over every row of the frame
         sign = np.where(c.metric.str.startswith("soc_rmse"), -1.0, 1.0)
         z = (c.difference.to_numpy() * sign / sd.to_numpy())
         n = c.verdict.value_counts()
         w, l = int(n.get("better", 0)), int(n.get("worse", 0))
         out.append({"variant": v, "design": d.design.iloc[0], "readout": d.readout.iloc[0], "reference": ref,
-                    "wins": w, "losses": l, "ties": int(n.get("no difference", 0)), "score": float(np.nanmean(z)) if len(z) else np.nan,
+                    "wins": w, "losses": l, "ties": int(n.get("no difference", 0)), "score": float(np.nanmean(z)) if np.isfinite(z).any() else np.nan,
                     "skill": float(d.skill.mean()),
-                    "verdict": "loses" if l and not w else "beats" if w and not l else "mixed" if w and l else "no difference"})
+                    "verdict": "loses" if l > w else "beats" if w > l else "even"})
     return pd.DataFrame(out).sort_values("score", ascending=False, ignore_index=True)
 
 # %% ../nbs/03e_designs.ipynb #d6e00027
@@ -177,8 +178,9 @@ def design_report(df, fractions: Sequence[float] = (0.1, 1.0)) -> str:
     m, s = g[cols].mean(), g[cols].std().fillna(0.0)
     lines = ["## Student designs", "",
              "Each student design and readout (`hyperkd.designs`) against the `token-spectra` baseline of its own token grid "
-             "(paired by seed, 95 % bootstrap intervals). A design **loses** when it is worse than that baseline on some "
-             "main metric and better on none.", "",
+             "(paired by seed, 95 % bootstrap intervals). A design **loses** when it is worse than that baseline "
+             "on more main metrics than it is better (interval excluding 0); `score`: the mean difference over the main "
+             "metrics, each in units of its spread over the whole table.", "",
              "| variant | skill | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for v in m.index:
         sk = df[df.variant == v].skill.mean() if "skill" in df else np.nan
