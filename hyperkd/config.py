@@ -60,7 +60,7 @@ class TrainConfig:
     student_layers: tuple = (-1,)
     teacher_layers: tuple = ("half",)  # teacher blocks to distil: "half" (half depth; chosen by the study), ints, -1 = last
     student: str = "tiny"  # the student: a preset of STUDENT_PRESETS ("tiny", "small", "base"), then the settings below
-    tokenizer: str = "flat"
+    tokenizer: str = "grouped"  # "grouped" (8 spectral groups; chosen by the design study, 03e_designs) or "flat"
     groups: int = 8
     patch_size: int = 8
     embed_dim: int | None = None  # the student's token width (None: its preset's); heads keep the preset's width per head

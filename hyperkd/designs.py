@@ -61,10 +61,10 @@ class Readout:
 
 # %% ../nbs/03e_designs.ipynb #d6e00015
 DESIGNS = {
-    "flat-d96-p8": {},  # today's default student
-    "grouped-d96-p8": dict(tokenizer="grouped"),  # 8 spectral groups, each embedded on its own
-    "flat-d192-p8": dict(embed_dim=192),  # twice the width (6 heads of 32)
-    "flat-d96-p4": dict(patch_size=4),  # tokens of 4 x 4 pixels: four times as many
+    "flat-d96-p8": dict(tokenizer="flat"),  # one embedding of all bands (the default until this study)
+    "grouped-d96-p8": {},  # today's default student: 8 spectral groups, each embedded on its own
+    "flat-d192-p8": dict(tokenizer="flat", embed_dim=192),  # twice the width (6 heads of 32)
+    "flat-d96-p4": dict(tokenizer="flat", patch_size=4),  # tokens of 4 x 4 pixels: four times as many
 }
 
 # %% ../nbs/03e_designs.ipynb #d6e00018
