@@ -83,7 +83,11 @@ def register_terratorch() -> bool:
     "Register `hyperkd_student` in terratorch's TERRATORCH_BACKBONE_REGISTRY; False when terratorch is not installed."
     if importlib.util.find_spec("terratorch") is None:
         return False
+    precision = torch.get_float32_matmul_precision()
     from terratorch.registry import TERRATORCH_BACKBONE_REGISTRY
+    # importing terratorch's models sets the process-wide float32 matmul precision to "medium" (its clay_v15 module):
+    # bf16 products on CPUs and GPUs that have them, a silent error of ~1e-2 in every later matmul. Put it back.
+    torch.set_float32_matmul_precision(precision)
     if "hyperkd_student" not in TERRATORCH_BACKBONE_REGISTRY:
         TERRATORCH_BACKBONE_REGISTRY.register(hyperkd_student)
     return True

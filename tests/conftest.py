@@ -47,6 +47,17 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: 0 if item.get_closest_marker("slow") else 1)  # stable
 
 
+@pytest.fixture(autouse=True)
+def _float32_matmul_precision():
+    """Every test starts and ends at torch's default float32 matmul precision ('highest'). Importing terratorch sets
+    'medium' for the whole process (its clay_v15 module), and on CPUs with bf16 units that rounds every later matmul
+    of the worker (seen: the SSIM and resampling equality tests failing after the terratorch test)."""
+    import torch
+    torch.set_float32_matmul_precision("highest")
+    yield
+    torch.set_float32_matmul_precision("highest")
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
