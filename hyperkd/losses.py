@@ -16,8 +16,8 @@ import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['DISTILL_TARGETS', 'masked_mse', 'ssim_map', 'ssim_loss', 'block_ssim', 'patch_ssim_loss', 'spectral_kl',
-           'spectral_angle', 'sam_loss', 'feature_distill_loss', 'target_signal', 'TargetNorm', 'LossWeights',
-           'HyperKDLoss']
+           'spectral_angle', 'sam_loss', 'feature_distill_loss', 'target_signal', 'TargetNorm', 'band_subset',
+           'band_means', 'stratified_pixels', 'LossWeights', 'HyperKDLoss']
 
 # %% ../nbs/01c_losses.ipynb #h20b0005
 def _finite(x: torch.Tensor) -> torch.Tensor:
@@ -416,7 +416,82 @@ class TargetNorm(nn.Module):
             self.update(t)
         return (t.detach().float() - self.mean) / torch.sqrt(self.var + self.eps)
 
-# %% ../nbs/01c_losses.ipynb #h20b0055
+# %% ../nbs/01c_losses.ipynb #smp00002
+def band_subset(n_bands: int, stride: int, offset: int) -> slice:
+    "Bands `offset`, `offset + stride`, ... of `n_bands`: a strided subset spread over the whole spectrum."
+    if not (isinstance(stride, int) and stride >= 1 and 0 <= offset < stride):
+        raise ValueError(f"band_subset: need an int stride >= 1 and 0 <= offset < stride; got stride={stride!r}, offset={offset!r}.")
+    return slice(offset, n_bands, stride)
+
+def _band_estimate(term_sub, n_kept: int, n_bands: int, stride: int):
+    "1 − SSIM over a band subset → an unbiased estimate of 1 − SSIM over all `n_bands` (mean over the offsets = full term)."
+    return 1.0 - (1.0 - term_sub) * (n_kept * stride / n_bands)
+
+def band_means(x: torch.Tensor, width: int) -> torch.Tensor:
+    "(B, C, H, W) → (B, ceil(C / width), H, W): the means of `width` adjacent bands (the last group may be narrower)."
+    C = x.shape[1]
+    n = C // width * width
+    parts = ([x[:, :n].unflatten(1, (C // width, width)).mean(2)] if n else []) + ([x[:, n:].mean(1, keepdim=True)] if n < C else [])
+    return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+
+def stratified_pixels(batch: int, H: int, W: int, stride: int, generator: torch.Generator | None = None):
+    """One pixel drawn uniformly in each `stride` x `stride` cell of each image (edge cells may be smaller):
+    (flat pixel indices (batch, n_cells) into H * W, int64; each cell's area in pixels (n_cells,), float)."""
+    hs, ws = torch.arange(0, H, stride), torch.arange(0, W, stride)
+    ch, cw = (H - hs).clamp(max=stride), (W - ws).clamp(max=stride)  # cell heights and widths
+    u = torch.rand(batch, len(hs), len(ws), 2, generator=generator)
+    rows = hs[:, None] + (u[..., 0] * ch[:, None]).long()  # (batch, nH, nW)
+    cols = ws[None, :] + (u[..., 1] * cw[None, :]).long()
+    return (rows * W + cols).reshape(batch, -1), (ch[:, None] * cw[None, :]).reshape(-1).float()
+
+def _gather_pixels(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    "(B, C, H, W) at flat pixel indices idx (B, n) → (B, C, n, 1): the drawn spectra, as an image one pixel wide."
+    return x.flatten(2).gather(2, idx[:, None].expand(-1, x.shape[1], -1)).unsqueeze(-1)
+
+def _pixel_estimate(term_sub, w_area, w):
+    """A term's weighted mean over drawn pixels weighted by `w_area` (their weights x their cells' areas) → an
+    unbiased estimate of its weighted mean over all pixels of `w`."""
+    return term_sub * (w_area.sum() / w.sum().clamp_min(1e-12))
+
+# %% ../nbs/01c_losses.ipynb #smp00011
+def _check_cheaper_terms(ssim_window, ssim_band_stride: int, spectral_pixel_stride: int, ssim_band_bin: int):
+    "ValueError naming the setting for cheaper-term settings that are not ints >= 1 or that cannot go together."
+    for k, v in (("ssim_band_stride", ssim_band_stride), ("spectral_pixel_stride", spectral_pixel_stride),
+                 ("ssim_band_bin", ssim_band_bin)):
+        if not (isinstance(v, int) and v >= 1):
+            raise ValueError(f"{k} must be an int >= 1 (1: the full term), got {v!r}.")
+    if (ssim_band_stride > 1 or ssim_band_bin > 1) and ssim_window == "patch":
+        raise ValueError("ssim_band_stride and ssim_band_bin apply to the Gaussian SSIM window; with ssim_window='patch' "
+                         "leave them at 1.")
+    if ssim_band_stride > 1 and ssim_band_bin > 1:
+        raise ValueError("ssim_band_stride (SSIM on a band subset) and ssim_band_bin (SSIM of band means) exclude each "
+                         "other: set one of them to 1.")
+
+@torch.compiler.disable
+def _draw_sample(offsets, band_stride: int):
+    "(band offset, pixel seed) as ints: `offsets` (ints or a tensor), or drawn from torch's global generator."
+    if offsets is None:
+        return int(torch.randint(band_stride, ())), int(torch.randint(2 ** 62, ()))
+    o, seed = (int(v) for v in (offsets.tolist() if torch.is_tensor(offsets) else offsets))
+    if not 0 <= o < band_stride:
+        raise ValueError(f"offsets {(o, seed)}: the band offset must be below ssim_band_stride={band_stride}.")
+    return o, seed
+
+@torch.compiler.disable
+def _take_bands(bands: slice, *xs):
+    "Each of `xs` at `bands`, copied (compiled code sees tensors of fixed shape, not the offset)."
+    return tuple(x[:, bands].contiguous() for x in xs)
+
+@torch.compiler.disable
+def _take_pixels(stride: int, seed: int, w, *xs):
+    "`stratified_pixels` drawn with `seed`: the weights x cell areas (B, 1, n, 1), then each of `xs` at those pixels."
+    B, _, H, W = xs[0].shape
+    idx, area = stratified_pixels(B, H, W, stride, torch.Generator().manual_seed(seed))
+    idx, area = idx.to(xs[0].device), area.to(device=xs[0].device, dtype=w.dtype)
+    return (_gather_pixels(w, idx) * area[None, None, :, None], *(_gather_pixels(x, idx) for x in xs))
+
+
+# %% ../nbs/01c_losses.ipynb #lw000001
 @dataclass
 class LossWeights:
     mse: float = 1.0
@@ -425,43 +500,68 @@ class LossWeights:
     sam: float = 0.5
     distill: float = 1.0
 
+
+# %% ../nbs/01c_losses.ipynb #h20b0055
 class HyperKDLoss(nn.Module):
     "Weighted sum of the HyperKD loss terms; returns (total, {term: value}) with each term logged separately."
     def __init__(self, weights: LossWeights | dict | None = None, distill_kind: str = "mse", ssim_window: int | str = 7,
-                 ssim_data_range: float | None = None, patch_size: int | None = None, normalize_target: bool = True):
+                 ssim_data_range: float | None = None, patch_size: int | None = None, normalize_target: bool = True,
+                 ssim_band_stride: int = 1, spectral_pixel_stride: int = 1, ssim_band_bin: int = 1):
         """`ssim_window`: the Gaussian window's size, or 'patch' (one window per `patch_size` patch: `patch_ssim_loss`).
-        `normalize_target`: layer-normalise the teacher tokens (False when the caller normalised them, e.g. `TargetNorm`)."""
+        `normalize_target`: layer-normalise the teacher tokens (False when the caller normalised them, e.g. `TargetNorm`).
+        `ssim_band_stride` k: SSIM on every k-th band (`band_subset`); `spectral_pixel_stride` s: KL and SAM on one pixel
+        per s x s cell of each image (`stratified_pixels`): unbiased estimates, drawn anew per call; 1: the full term.
+        `ssim_band_bin` b: SSIM of the means of b adjacent bands (`band_means`; another term, not an estimate)."""
         super().__init__()
         w = weights if isinstance(weights, LossWeights) else LossWeights(**(weights or {}))
         if isinstance(ssim_window, str) and (ssim_window != "patch" or not patch_size):
             raise ValueError(f"ssim_window must be a Gaussian window size (int) or 'patch' with patch_size given; "
                              f"got ssim_window={ssim_window!r}, patch_size={patch_size!r}.")
+        _check_cheaper_terms(ssim_window, ssim_band_stride, spectral_pixel_stride, ssim_band_bin)
+        self.ssim_band_bin = ssim_band_bin
         self.weights, self.distill_kind, self.ssim_window, self.patch_size = w, distill_kind, ssim_window, patch_size
         self.normalize_target = normalize_target
         self.ssim_data_range = ssim_data_range  # fixed range: the loss then does not depend on the batch composition
+        self.ssim_band_stride, self.spectral_pixel_stride = ssim_band_stride, spectral_pixel_stride
 
     def forward(self, pred, target, mask=None, pred_refl=None, target_refl=None, student_tokens=None,
-                teacher_tokens=None):
+                teacher_tokens=None, reflectance=None, offsets=None):
         """pred/target in normalised units (B, C, H, W); `mask` (B, 1, H, W) weights; `*_refl` the same in
-        reflectance for the spectral terms (defaults to pred/target; `target_refl` has `target`'s nodata);
-        token dicts {layer: (B, T, D)}."""
+        reflectance for the spectral terms (defaults to pred/target; `target_refl` has `target`'s nodata), or
+        `reflectance` = (mean, std), each (1, C, 1, 1): the spectral terms take x * std + mean, converted only where
+        they are evaluated; token dicts {layer: (B, T, D)}; `offsets` (band offset, pixel seed) of the sampled
+        terms (`stratified_pixels` draws with the seed; default: both drawn from torch's global generator)."""
         w, terms = self.weights, {}
-        pr = pred if pred_refl is None else pred_refl
-        tr = target if target_refl is None else target_refl
         finite = _finite(target)  # nodata found once (the reflectance target shares it) and filled once
         valid = _weights(target, mask, finite)
         # checked once per batch: without nodata, no filled copies of the targets (compiled code always fills: no branch)
         nodata = torch.compiler.is_compiling() or not bool(finite.all())
         t0 = target.nan_to_num(0.0) if nodata else target
+        kb, ks = self.ssim_band_stride, self.spectral_pixel_stride
+        o, seed = _draw_sample(offsets, kb) if kb > 1 or ks > 1 else (0, 0)  # full terms: no draw, runs stay as they were
         if w.mse: terms["mse"] = _mse_w(pred, t0, valid)
-        if w.ssim:
-            terms["ssim"] = (_patch_ssim_w(pred, t0, valid, self.patch_size, self.ssim_data_range)
-                             if self.ssim_window == "patch" else
-                             _ssim_w(pred, t0, valid, self.ssim_window, self.ssim_data_range, _nodata_arg(finite)))
+        if w.ssim and self.ssim_window == "patch":
+            terms["ssim"] = _patch_ssim_w(pred, t0, valid, self.patch_size, self.ssim_data_range)
+        elif w.ssim:
+            ps, ts = (pred, t0) if kb == 1 else _take_bands(band_subset(pred.shape[1], kb, o), pred, t0)
+            if self.ssim_band_bin > 1:
+                ps, ts = band_means(ps, self.ssim_band_bin), band_means(ts, self.ssim_band_bin)
+            s = _ssim_w(ps, ts, valid, self.ssim_window, self.ssim_data_range, _nodata_arg(finite))
+            terms["ssim"] = s if kb == 1 else _band_estimate(s, ps.shape[1], pred.shape[1], kb)
         if w.kl or w.sam:
-            tr0 = t0 if tr is target else tr.nan_to_num(1e-4) if nodata else tr
-            if w.kl: terms["kl"] = _kl_w(pr, tr0, valid)
-            if w.sam: terms["sam"] = _sam_w(pr, tr0, valid)
+            own = reflectance is None and target_refl is None  # the spectral terms' target is `target`, nodata filled
+            pr = pred if reflectance is not None or pred_refl is None else pred_refl
+            tr = t0 if own else target if reflectance is not None else target_refl
+            ws = valid
+            if ks > 1:  # the drawn pixels only, before any conversion
+                ws, pr, tr = _take_pixels(ks, seed, valid, pr, tr)
+            if reflectance is not None:
+                r_mean, r_std = reflectance
+                pr, tr = pr * r_std + r_mean, tr * r_std + r_mean
+            tr0 = tr if own or not nodata else tr.nan_to_num(1e-4)
+            est = (lambda v: v) if ks == 1 else (lambda v: _pixel_estimate(v, ws, valid))
+            if w.kl: terms["kl"] = est(_kl_w(pr, tr0, ws))
+            if w.sam: terms["sam"] = est(_sam_w(pr, tr0, ws))
         if w.distill and student_tokens and teacher_tokens:
             missing = set(student_tokens) ^ set(teacher_tokens)
             if missing:

@@ -19,8 +19,8 @@ from .losses import HyperKDLoss, TargetNorm, target_signal
 from .config import TrainConfig
 
 # %% auto #0
-__all__ = ['step_noise', 'reconstruction_loss', 'autocast_for', 'MAEStep', 'teacher_view_weights', 'HyperKDStep', 'TeacherStep',
-           'teacher_diagnostics']
+__all__ = ['step_noise', 'loss_offsets', 'reconstruction_loss', 'autocast_for', 'MAEStep', 'teacher_view_weights', 'HyperKDStep',
+           'TeacherStep', 'teacher_diagnostics']
 
 # %% ../nbs/01f_step.ipynb #56948ceb
 def step_noise(seed: int, micro: int, batch: int, n_tokens: int, rank: int = 0, world: int = 1) -> torch.Tensor:
@@ -37,18 +37,33 @@ class _ReconstructionLoss(nn.Module):
         super().__init__()
         self.loss_fn, self.mean, self.std, self.spectral = loss_fn, mean, std, spectral
 
-    def forward(self, pred, x, mask, s_feats, t_feats):
+    def forward(self, pred, x, mask, s_feats, t_feats, offsets=None):
         pred = pred.float()
+        if self.spectral and self.loss_fn.spectral_pixel_stride > 1:  # reflectance made only at the sampled pixels
+            return self.loss_fn(pred, x, mask, reflectance=(self.mean, self.std), student_tokens=s_feats,
+                                teacher_tokens=t_feats, offsets=offsets)
         return self.loss_fn(pred, x, mask, pred_refl=pred * self.std + self.mean if self.spectral else None,
                             target_refl=x * self.std + self.mean if self.spectral else None,
-                            student_tokens=s_feats, teacher_tokens=t_feats)
+                            student_tokens=s_feats, teacher_tokens=t_feats, offsets=offsets)
+
+def loss_offsets(seed: int, micro: int, strides: tuple[int, int]) -> torch.Tensor | None:
+    """(band offset, pixel seed) of the sampled loss terms for global micro-batch `micro` of a run seeded `seed` (int64
+    tensor of 2; the same after resume and on every rank), or None when `strides` (ssim_band_stride,
+    spectral_pixel_stride) sample nothing."""
+    kb, ks = strides
+    if kb == ks == 1:
+        return None
+    g = torch.Generator().manual_seed(seed * 1_000_003 + 7919 * micro + 2)
+    return torch.cat([torch.randint(kb, (1,), generator=g), torch.randint(2 ** 62, (1,), generator=g)])
 
 def reconstruction_loss(cfg: TrainConfig, mean: torch.Tensor, std: torch.Tensor, device: torch.device):
     """(`HyperKDLoss` of `cfg`, the module a step calls: `_ReconstructionLoss`, compiled when `cfg.compile_loss` is 'on',
-    or 'auto' on CUDA). `mean`, `std`: (1, C, 1, 1) band statistics on the device (reflectance = x * std + mean)."""
+    or 'auto' on CUDA). `mean`, `std`: (1, C, 1, 1) band statistics on the device (reflectance = x * std + mean).
+    """
     loss_fn = HyperKDLoss(cfg.loss, cfg.distill_kind, ssim_data_range=cfg.ssim_data_range,
                           ssim_window=7 if cfg.ssim_window == "gaussian" else "patch", patch_size=cfg.patch_size,
-                          normalize_target=cfg.distill_target == "layernorm")
+                          normalize_target=cfg.distill_target == "layernorm", ssim_band_stride=cfg.ssim_band_stride,
+                          spectral_pixel_stride=cfg.spectral_pixel_stride, ssim_band_bin=cfg.ssim_band_bin)
     fn = _ReconstructionLoss(loss_fn, mean, std, bool(cfg.loss.get("kl", 0) or cfg.loss.get("sam", 0)))
     if cfg.compile_loss == "on" or (cfg.compile_loss == "auto" and device.type == "cuda"):
         fn = torch.compile(fn, dynamic=False)  # compiled once, at the first step
@@ -71,6 +86,7 @@ class MAEStep:
         self.mean, self.std = mean, std
         self.loss_fn, self._loss = reconstruction_loss(cfg, mean, std, device) if cfg.mode != "teacher" else (None, None)
         self.autocast = autocast_for(cfg, device)
+        self.strides = (cfg.ssim_band_stride, cfg.spectral_pixel_stride)  # of the sampled loss terms
 
     def mask(self, x: torch.Tensor, micro: int, t_in: torch.Tensor | None = None) -> torch.Tensor:
         "The (B, N) boolean token mask of micro-batch `micro` (True = masked), guided by the teacher's view `t_in` or `x`."
@@ -83,17 +99,18 @@ class MAEStep:
         return spatial_guided_mask(img, cfg.mask_ratio, cfg.mask, cfg.patch_size, cfg.mask_temperature, cfg.mask_uniform_mix,
                                    teacher=self.teacher, teacher_input=t_in, noise=noise)
 
-    def loss(self, out, x, valid, s_feats=None, t_feats=None):
-        "Total and detached terms of the student's output `out` against x, with nodata (`valid` false) NaN in the target."
+    def loss(self, out, x, valid, s_feats=None, t_feats=None, micro: int = 0):
+        """Total and detached terms of the student's output `out` against x, with nodata (`valid` false) NaN in the
+        target; `micro`: the global micro-batch (the offsets of sampled loss terms, `loss_offsets`)."""
         target = x if valid is None else x.masked_fill(~valid[:, None], float("nan"))
-        total, terms = self._loss(out.pred, target, out.mask_pixels, s_feats, t_feats)
+        total, terms = self._loss(out.pred, target, out.mask_pixels, s_feats, t_feats, loss_offsets(self.cfg.seed, micro, self.strides))
         return total, {k: v.detach() for k, v in terms.items()}
 
     def __call__(self, x: torch.Tensor, micro: int, valid: torch.Tensor | None = None):
         mask = self.mask(x, micro, None)
         with self.autocast:
             out = self.net(x, mask)
-        return self.loss(out, x, valid)
+        return self.loss(out, x, valid, micro=micro)
 
 # %% ../nbs/01f_step.ipynb #1f8edb57
 def teacher_view_weights(A: torch.Tensor, mean, std, teacher: PrithviMAE, device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,7 +154,7 @@ class HyperKDStep(MAEStep):
                 if self.target_norm is not None:
                     t_feats = {i: self.target_norm[i](t) for i, t in t_feats.items()}
                 s_feats = {i: out.projected[l] for i, l in enumerate(cfg.student_layers)}
-        return self.loss(out, x, valid, s_feats, t_feats)
+        return self.loss(out, x, valid, s_feats, t_feats, micro)
 
 # %% ../nbs/01f_step.ipynb #c4366081
 class TeacherStep(MAEStep):

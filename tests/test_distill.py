@@ -140,13 +140,17 @@ def test_checkpoint_draws_the_figure_for_live_dashboards(tmp_path):
 
 def test_compiled_loss_equals_eager_for_both_ssim_windows(tmp_path, monkeypatch):
     """compile_loss='on' (the CUDA default, here on the CPU) gives the eager loss terms and gradients, with the
-    Gaussian and the per-patch SSIM; a 'patch' run trains and logs every term."""
+    Gaussian SSIM (the default terms, and the cheaper ones: SSIM of band means, KL and SAM on drawn pixels), and the
+    per-patch SSIM; a 'patch' run trains and logs every term."""
     monkeypatch.setenv("HYPERKD_CACHE", str(tmp_path / "cache"))
     common = dict(runs_dir=str(tmp_path), data="demo", demo_scenes=1, demo_size=64, img_size=32, patch_size=8,
                   batch_size=4, teacher_steps=4, progress=False, steps=2, log_every=1, ckpt_every=2)
-    for window in ("gaussian", "patch"):
-        trainers = {c: Trainer(TrainConfig.for_mode("distill", name=f"{window}-{c}", compile_loss=c, ssim_window=window,
-                                                    **common), log=lambda *a: None) for c in ("off", "on")}
+    fast = dict(ssim_band_bin=16, spectral_pixel_stride=4)
+    for window, strides in (("gaussian", {}), ("gaussian", fast), ("patch", {})):
+        trainers = {c: Trainer(TrainConfig.for_mode("distill", name=f"{window}-{len(strides)}-{c}", compile_loss=c,
+                                                    ssim_window=window, **strides, **common), log=lambda *a: None)
+                    for c in ("off", "on")}
+        assert trainers["off"].loss_fn.spectral_pixel_stride == (4 if strides else 1)
         x = torch.stack([trainers["off"].dataset[i] for i in range(4)])
         out = {}
         for c, tr in trainers.items():
