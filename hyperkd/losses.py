@@ -429,6 +429,8 @@ def _band_estimate(term_sub, n_kept: int, n_bands: int, stride: int):
 
 def band_means(x: torch.Tensor, width: int) -> torch.Tensor:
     "(B, C, H, W) → (B, ceil(C / width), H, W): the means of `width` adjacent bands (the last group may be narrower)."
+    if not (isinstance(width, int) and width >= 1):
+        raise ValueError(f"band_means: width must be an int >= 1, got {width!r}.")
     C = x.shape[1]
     n = C // width * width
     parts = ([x[:, :n].unflatten(1, (C // width, width)).mean(2)] if n else []) + ([x[:, n:].mean(1, keepdim=True)] if n < C else [])
@@ -437,6 +439,8 @@ def band_means(x: torch.Tensor, width: int) -> torch.Tensor:
 def stratified_pixels(batch: int, H: int, W: int, stride: int, generator: torch.Generator | None = None):
     """One pixel drawn uniformly in each `stride` x `stride` cell of each image (edge cells may be smaller):
     (flat pixel indices (batch, n_cells) into H * W, int64; each cell's area in pixels (n_cells,), float)."""
+    if not (isinstance(stride, int) and stride >= 1):
+        raise ValueError(f"stratified_pixels: stride must be an int >= 1, got {stride!r}.")
     hs, ws = torch.arange(0, H, stride), torch.arange(0, W, stride)
     ch, cw = (H - hs).clamp(max=stride), (W - ws).clamp(max=stride)  # cell heights and widths
     u = torch.rand(batch, len(hs), len(ws), 2, generator=generator)
@@ -472,10 +476,21 @@ def _draw_sample(offsets, band_stride: int):
     "(band offset, pixel seed) as ints: `offsets` (ints or a tensor), or drawn from torch's global generator."
     if offsets is None:
         return int(torch.randint(band_stride, ())), int(torch.randint(2 ** 62, ()))
-    o, seed = (int(v) for v in (offsets.tolist() if torch.is_tensor(offsets) else offsets))
+    vals = offsets.tolist() if torch.is_tensor(offsets) else list(offsets) if isinstance(offsets, (tuple, list)) else None
+    if vals is None or len(vals) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
+        raise ValueError(f"offsets must be two ints (band offset, pixel seed), got {offsets!r}.")
+    o, seed = vals
     if not 0 <= o < band_stride:
-        raise ValueError(f"offsets {(o, seed)}: the band offset must be below ssim_band_stride={band_stride}.")
+        raise ValueError(f"offsets {(o, seed)}: the band offset must be in [0, ssim_band_stride={band_stride}).")
     return o, seed
+
+def _check_sizes(shape, ssim_band_stride: int, spectral_pixel_stride: int, ssim_band_bin: int):
+    "ValueError when a stride or bin is larger than the images of `shape` (B, C, H, W): an empty or one-element subset."
+    C, H, W = shape[1:]
+    for k, v, n, what in (("ssim_band_stride", ssim_band_stride, C, "bands"), ("ssim_band_bin", ssim_band_bin, C, "bands"),
+                          ("spectral_pixel_stride", spectral_pixel_stride, min(H, W), "pixels a side")):
+        if v > n:
+            raise ValueError(f"{k}={v} is larger than the images' {n} {what}: choose at most {n} (1: the full term).")
 
 @torch.compiler.disable
 def _take_bands(bands: slice, *xs):
@@ -503,7 +518,7 @@ class LossWeights:
 
 # %% ../nbs/01c_losses.ipynb #h20b0055
 class HyperKDLoss(nn.Module):
-    "Weighted sum of the HyperKD loss terms; returns (total, {term: value}) with each term logged separately."
+    "Weighted sum of the HyperKD loss terms; returns (total, {term: value}), scalar tensors, each term logged separately."
     def __init__(self, weights: LossWeights | dict | None = None, distill_kind: str = "mse", ssim_window: int | str = 7,
                  ssim_data_range: float | None = None, patch_size: int | None = None, normalize_target: bool = True,
                  ssim_band_stride: int = 1, spectral_pixel_stride: int = 1, ssim_band_bin: int = 1):
@@ -524,13 +539,19 @@ class HyperKDLoss(nn.Module):
         self.ssim_data_range = ssim_data_range  # fixed range: the loss then does not depend on the batch composition
         self.ssim_band_stride, self.spectral_pixel_stride = ssim_band_stride, spectral_pixel_stride
 
+    def extra_repr(self) -> str:
+        cheap = {k: getattr(self, k) for k in ("ssim_band_stride", "spectral_pixel_stride", "ssim_band_bin") if getattr(self, k) != 1}
+        return ", ".join(f"{k}={v}" for k, v in {"ssim_window": self.ssim_window, **cheap}.items())
+
     def forward(self, pred, target, mask=None, pred_refl=None, target_refl=None, student_tokens=None,
                 teacher_tokens=None, reflectance=None, offsets=None):
         """pred/target in normalised units (B, C, H, W); `mask` (B, 1, H, W) weights; `*_refl` the same in
         reflectance for the spectral terms (defaults to pred/target; `target_refl` has `target`'s nodata), or
         `reflectance` = (mean, std), each (1, C, 1, 1): the spectral terms take x * std + mean, converted only where
-        they are evaluated; token dicts {layer: (B, T, D)}; `offsets` (band offset, pixel seed) of the sampled
-        terms (`stratified_pixels` draws with the seed; default: both drawn from torch's global generator)."""
+        they are evaluated; token dicts {layer: (B, T, D)}; `offsets` (band offset in [0, ssim_band_stride), pixel
+        seed), two ints or an int tensor, for the sampled terms (`stratified_pixels` draws with the seed; default:
+        both drawn from torch's global generator; unused when nothing is sampled). Returns (total, {term: value}),
+        scalar tensors. ValueError for a stride or bin larger than the images."""
         w, terms = self.weights, {}
         finite = _finite(target)  # nodata found once (the reflectance target shares it) and filled once
         valid = _weights(target, mask, finite)
@@ -538,6 +559,7 @@ class HyperKDLoss(nn.Module):
         nodata = torch.compiler.is_compiling() or not bool(finite.all())
         t0 = target.nan_to_num(0.0) if nodata else target
         kb, ks = self.ssim_band_stride, self.spectral_pixel_stride
+        _check_sizes(pred.shape, kb, ks, self.ssim_band_bin)
         o, seed = _draw_sample(offsets, kb) if kb > 1 or ks > 1 else (0, 0)  # full terms: no draw, runs stay as they were
         if w.mse: terms["mse"] = _mse_w(pred, t0, valid)
         if w.ssim and self.ssim_window == "patch":
