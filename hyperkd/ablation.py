@@ -112,7 +112,7 @@ TEACHER_VARIANTS = ("hyperkd-no-teacher", "hyperkd-last", "hyperkd", "hyperkd-st
 
 STUDY_VARIANTS = ("mae", "hyperkd-no-teacher", "hyperkd")  # the default of `hyperkd ablate`: the questions that decide
 
-_FULL_TERMS = dict(ssim_band_stride=1, spectral_pixel_stride=1)  # the enhanced terms as the study measured them
+_FULL_TERMS = dict(ssim_band_stride=1, spectral_pixel_stride=1, ssim_band_bin=1)  # the enhanced terms as the study measured them
 
 def variant_config(variant: str, **overrides):
     """The `TrainConfig` of an ablation variant (its mode's defaults, the enhanced terms in full unless the variant

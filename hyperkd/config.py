@@ -17,7 +17,7 @@ from .spectral import SENSORS, to_nm
 from .files import _atomic_write_text  # the ground floor's atomic writes
 from .cubes import RESAMPLE_METHODS
 from .masking import MASK_STRATEGIES
-from .losses import DISTILL_TARGETS, LossWeights
+from .losses import DISTILL_TARGETS, LossWeights, _check_cheaper_terms
 from .models import STUDENT_PRESETS
 
 # %% auto #0
@@ -228,15 +228,7 @@ def validate_config(cfg: TrainConfig) -> None:
         raise ValueError(f"distill_target must be one of {DISTILL_TARGETS}, got {cfg.distill_target!r}.")
     if cfg.ssim_window not in ("gaussian", "patch"):
         raise ValueError(f"ssim_window must be 'gaussian' or 'patch', got {cfg.ssim_window!r}.")
-    for k in ("ssim_band_stride", "spectral_pixel_stride", "ssim_band_bin"):
-        if not (isinstance(getattr(cfg, k), int) and getattr(cfg, k) >= 1):
-            raise ValueError(f"{k} must be an int >= 1 (1: the full term), got {getattr(cfg, k)!r}.")
-    if cfg.ssim_window == "patch" and (cfg.ssim_band_stride > 1 or cfg.ssim_band_bin > 1):
-        raise ValueError("ssim_band_stride and ssim_band_bin apply to the Gaussian SSIM window (ssim_window='gaussian'); "
-                         "leave them at 1 with ssim_window='patch'.")
-    if cfg.ssim_band_stride > 1 and cfg.ssim_band_bin > 1:
-        raise ValueError("ssim_band_stride (SSIM on a band subset) and ssim_band_bin (SSIM of band means) exclude each "
-                         "other: set one of them to 1.")
+    _check_cheaper_terms(cfg.ssim_window, cfg.ssim_band_stride, cfg.spectral_pixel_stride, cfg.ssim_band_bin)
     if cfg.mask not in MASK_STRATEGIES:
         raise ValueError(f"mask must be one of {MASK_STRATEGIES}, got {cfg.mask!r}.")
     if cfg.loader not in ("auto", "float", "dn"):

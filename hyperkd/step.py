@@ -58,8 +58,7 @@ def loss_offsets(seed: int, micro: int, strides: tuple[int, int]) -> torch.Tenso
 
 def reconstruction_loss(cfg: TrainConfig, mean: torch.Tensor, std: torch.Tensor, device: torch.device):
     """(`HyperKDLoss` of `cfg`, the module a step calls: `_ReconstructionLoss`, compiled when `cfg.compile_loss` is 'on',
-    or 'auto' on CUDA). `mean`, `std`: (1, C, 1, 1) band statistics on the device (reflectance = x * std + mean).
-    """
+    or 'auto' on CUDA). `mean`, `std`: (1, C, 1, 1) band statistics on the device (reflectance = x * std + mean)."""
     loss_fn = HyperKDLoss(cfg.loss, cfg.distill_kind, ssim_data_range=cfg.ssim_data_range,
                           ssim_window=7 if cfg.ssim_window == "gaussian" else "patch", patch_size=cfg.patch_size,
                           normalize_target=cfg.distill_target == "layernorm", ssim_band_stride=cfg.ssim_band_stride,
