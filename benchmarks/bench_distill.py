@@ -89,8 +89,11 @@ def loss_before():
             super().__init__(*a, **k)
             self.ssim_band_stride = self.spectral_pixel_stride = self.ssim_band_bin = 1
 
-        def forward(self, *a, offsets=None, **k):
-            return super().forward(*a, **k)
+        def forward(self, pred, target, mask=None, *, offsets=None, reflectance=None, **k):
+            if reflectance is not None:  # what the step passed before: converted copies of the prediction and target
+                mean, std = reflectance
+                k.update(pred_refl=pred * std + mean, target_refl=target * std + mean)
+            return super().forward(pred, target, mask, **k)
     orig = hyperkd.step.HyperKDLoss
     hyperkd.step.HyperKDLoss = Frozen
     try:

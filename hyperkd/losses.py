@@ -14,6 +14,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .kernels import _gauss_1d, _blur_matrix, _blur2d, cpu_kernels, _on_kernel
+from .kernels import _SSIMKernel, _SpectralKernel, _kl_pixels, _kl_grad, _sam_pixels, _sam_grad
+
 # %% auto #0
 __all__ = ['DISTILL_TARGETS', 'masked_mse', 'ssim_map', 'ssim_loss', 'block_ssim', 'patch_ssim_loss', 'spectral_kl',
            'spectral_angle', 'sam_loss', 'feature_distill_loss', 'target_signal', 'TargetNorm', 'band_subset',
@@ -71,27 +74,6 @@ class _MSETerm(torch.autograd.Function):
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     "Mean squared error over bands and the weighted pixels (the MAE reconstruction loss)."
     return _mse_w(pred, target.nan_to_num(0.0), _weights(target, mask))
-
-# %% ../nbs/01c_losses.ipynb #h20b0014
-def _gauss_1d(size: int, sigma: float, device, dtype):
-    ax = torch.arange(size, device=device, dtype=dtype) - (size - 1) / 2
-    g = torch.exp(-0.5 * (ax / sigma) ** 2)
-    return g / g.sum()
-
-def _blur_matrix(g: torch.Tensor, n: int) -> torch.Tensor:
-    "(n, n) matrix M with (z @ M)[j] = Σ_k g[k] z[reflect(j + k − pad)]: a 1-D blur with reflect padding."
-    pad = len(g) // 2
-    idx = torch.arange(n)[:, None] + torch.arange(len(g))[None, :] - pad  # (n out, taps) source positions
-    idx = idx.abs()
-    idx = torch.where(idx > n - 1, 2 * (n - 1) - idx, idx)
-    m = torch.zeros(n, n, dtype=g.dtype, device=g.device)
-    m.index_put_((idx.reshape(-1).to(g.device), torch.arange(n, device=g.device).repeat_interleave(len(g))),
-                 g.repeat(n), accumulate=True)
-    return m
-
-def _blur2d(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    "Separable Gaussian blur of (..., H, W) maps with reflect padding (two products with banded blur matrices)."
-    return _blur_matrix(g, z.shape[-2]).T @ z @ _blur_matrix(g, z.shape[-1])
 
 # %% ../nbs/01c_losses.ipynb #h20b0017
 def _ssim_constants(t: torch.Tensor, data_range, valid: torch.Tensor | None = None) -> tuple:
@@ -211,7 +193,8 @@ def _ssim_w(pred, t0, w, window, data_range, valid=None):
     _check_window(*t0.shape[-2:], window)
     v = None if valid is None else (valid > 0).to(t0.dtype)
     c1, c2 = _ssim_constants(t0, data_range, v)
-    return _SSIMTerm.apply(pred, t0, w, v, c1, c2, _gauss_1d(window, 1.5, t0.device, t0.dtype))
+    term = _SSIMKernel if _on_kernel(pred, t0, w) else _SSIMTerm
+    return term.apply(pred, t0, w, v, c1, c2, _gauss_1d(window, 1.5, t0.device, t0.dtype))
 
 # %% ../nbs/01c_losses.ipynb #h20b0029
 def block_ssim(pred: torch.Tensor, target: torch.Tensor, block: int, mask: torch.Tensor | None = None,
@@ -276,8 +259,19 @@ def spectral_kl(pred, target, mask=None, eps: float = 1e-4) -> torch.Tensor:
     "KL(target ‖ pred) between per-pixel spectra normalised to distributions over bands (use reflectance)."
     return _kl_w(pred, target.nan_to_num(eps), _weights(target, mask), eps)
 
-def _kl_w(pred, target, w, eps: float = 1e-4):
+def _spectral_args(pred, target, w, reflectance):
+    """(pred, target, reflectance) for a spectral term given x and `reflectance` = (mean, std) (or None: already
+    reflectance): converted to x · std + mean here, unless the CPU kernel converts them as it reads (no copies)."""
+    if reflectance is None or (_fused(target, w) and _on_kernel(pred, target, w)):
+        return pred, target, reflectance
+    mean, std = reflectance
+    return pred * std + mean, target * std + mean, None
+
+def _kl_w(pred, target, w, eps: float = 1e-4, reflectance=None):
+    pred, target, reflectance = _spectral_args(pred, target, w, reflectance)
     if _fused(target, w):
+        if _on_kernel(pred, target, w):
+            return _SpectralKernel.apply(pred, target, w, eps, (_kl_pixels, _kl_grad), reflectance)
         return _KLTerm.apply(pred, target, w, eps)
     p = pred.clamp_min(eps)
     t = target.clamp_min(eps)
@@ -335,8 +329,13 @@ class _SAMTerm(torch.autograd.Function):
         return torch.addcmul(pred * (k1 * go), target, k2 * go), None, None, None
 
 # %% ../nbs/01c_losses.ipynb #h20b0043
-def _sam_w(pred, target, w, eps: float = 1e-12):
-    return _SAMTerm.apply(pred, target, w, eps) if _fused(target, w) else _wmean(spectral_angle(pred, target, eps), w)
+def _sam_w(pred, target, w, eps: float = 1e-12, reflectance=None):
+    pred, target, reflectance = _spectral_args(pred, target, w, reflectance)
+    if not _fused(target, w):
+        return _wmean(spectral_angle(pred, target, eps), w)
+    if _on_kernel(pred, target, w):
+        return _SpectralKernel.apply(pred, target, w, eps, (_sam_pixels, _sam_grad), reflectance)
+    return _SAMTerm.apply(pred, target, w, eps)
 
 def sam_loss(pred, target, mask=None) -> torch.Tensor:
     "Mean spectral angle (radians) over weighted pixels."
@@ -573,17 +572,14 @@ class HyperKDLoss(nn.Module):
         if w.kl or w.sam:
             own = reflectance is None and target_refl is None  # the spectral terms' target is `target`, nodata filled
             pr = pred if reflectance is not None or pred_refl is None else pred_refl
-            tr = t0 if own else target if reflectance is not None else target_refl
+            tr = t0 if own or reflectance is not None else target_refl  # (nodata: weight 0, any finite fill)
             ws = valid
             if ks > 1:  # the drawn pixels only, before any conversion
                 ws, pr, tr = _take_pixels(ks, seed, valid, pr, tr)
-            if reflectance is not None:
-                r_mean, r_std = reflectance
-                pr, tr = pr * r_std + r_mean, tr * r_std + r_mean
-            tr0 = tr if own or not nodata else tr.nan_to_num(1e-4)
+            tr0 = tr if own or reflectance is not None or not nodata else tr.nan_to_num(1e-4)
             est = (lambda v: v) if ks == 1 else (lambda v: _pixel_estimate(v, ws, valid))
-            if w.kl: terms["kl"] = est(_kl_w(pr, tr0, ws))
-            if w.sam: terms["sam"] = est(_sam_w(pr, tr0, ws))
+            if w.kl: terms["kl"] = est(_kl_w(pr, tr0, ws, reflectance=reflectance))  # converted there (or as read)
+            if w.sam: terms["sam"] = est(_sam_w(pr, tr0, ws, reflectance=reflectance))
         if w.distill and student_tokens and teacher_tokens:
             missing = set(student_tokens) ^ set(teacher_tokens)
             if missing:

@@ -38,12 +38,8 @@ class _ReconstructionLoss(nn.Module):
         self.loss_fn, self.mean, self.std, self.spectral = loss_fn, mean, std, spectral
 
     def forward(self, pred, x, mask, s_feats, t_feats, offsets=None):
-        pred = pred.float()
-        if self.spectral and self.loss_fn.spectral_pixel_stride > 1:  # reflectance made only at the sampled pixels
-            return self.loss_fn(pred, x, mask, reflectance=(self.mean, self.std), student_tokens=s_feats,
-                                teacher_tokens=t_feats, offsets=offsets)
-        return self.loss_fn(pred, x, mask, pred_refl=pred * self.std + self.mean if self.spectral else None,
-                            target_refl=x * self.std + self.mean if self.spectral else None,
+        # reflectance made by the spectral terms: at the sampled pixels only, or by the CPU kernels as they read
+        return self.loss_fn(pred.float(), x, mask, reflectance=(self.mean, self.std) if self.spectral else None,
                             student_tokens=s_feats, teacher_tokens=t_feats, offsets=offsets)
 
 def loss_offsets(seed: int, micro: int, strides: tuple[int, int]) -> torch.Tensor | None:

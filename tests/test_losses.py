@@ -3,13 +3,15 @@ the reconstruction metric), and the faster loss equals the loss before issue #20
 `frozen_losses_6c94a9b.py` is a verbatim copy of hyperkd/losses.py at commit 6c94a9b."""
 import importlib.util
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from hyperkd import losses
+from hyperkd import kernels, losses
 from hyperkd.evaluate import reconstruction_metrics
 
 _spec = importlib.util.spec_from_file_location("frozen_losses", Path(__file__).parent / "frozen_losses_6c94a9b.py")
@@ -89,7 +91,13 @@ def _terms_and_grads(mod, pred, target, mask, mean, std, **kw):
 @pytest.mark.parametrize("kw", [dict(ssim_data_range=4.0), dict(), dict(ssim_window="patch", patch_size=8, ssim_data_range=4.0)],
                          ids=["trainer", "range-from-batch", "patch"])
 @pytest.mark.parametrize("masked", [True, False])
-def test_terms_and_gradients_equal_the_loss_before(kw, masked):
+@pytest.mark.parametrize("kernels", [True, False], ids=["cpu-kernels", "torch"])
+def test_terms_and_gradients_equal_the_loss_before(kw, masked, kernels):
+    with losses.cpu_kernels(kernels):
+        _equal_the_loss_before(kw, masked)
+
+
+def _equal_the_loss_before(kw, masked):
     pred, target, mask, mean, std = _batch()
     m = mask if masked else None
     new = _terms_and_grads(losses, pred, target, m, mean, std, **kw)
@@ -139,10 +147,16 @@ def _autograd_term(term, p, t0, w, valid=None, dr=4.0):
     return losses._wmean(losses.spectral_angle(p, t0), w)
 
 
-@pytest.mark.parametrize("term", ["mse", "ssim", "kl", "sam"])
+@pytest.mark.parametrize("term", ["mse", "ssim", "ssim-torch", "kl", "kl-torch", "sam", "sam-torch"])
 def test_fused_terms_equal_autograd_with_nodata_and_edge_values(term):
     """The forward-made gradients (_MSETerm, _SSIMTerm with normalised convolution, _KLTerm with values below eps,
-    _SAMTerm with a zero spectrum) against autograd through the formulas, in float32 at the trainer's sizes' kind."""
+    _SAMTerm with a zero spectrum) against autograd through the formulas, in float32 at the trainer's sizes' kind.
+    "ssim", "kl", "sam" take the numba CPU kernels (_SSIMKernel, _SpectralKernel), "-torch" the PyTorch path."""
+    with losses.cpu_kernels(term != "ssim-torch"):
+        _fused_term_equals_autograd(term.removesuffix("-torch"))
+
+
+def _fused_term_equals_autograd(term):
     pred, target, mask, mean, std = _batch(seed=3, C=30)
     if term in ("kl", "sam"):
         pred, target = pred * std + mean, target * std + mean
@@ -168,3 +182,22 @@ def test_finite_answers_band_by_band_when_a_sum_overflows():
     assert losses._finite(x).all()
     x[0, 1, 0, 0] = float("nan"); x[0, 2, 1, 1] = -float("inf")
     assert losses._finite(x).tolist() == [[[[False, True], [True, False]]]]
+
+
+def test_first_kernel_call_waits_for_the_compile_lock(tmp_path):
+    """A process's first call of a CPU kernel compiles it (or loads numba's disk cache) under an inter-process file
+    lock (`kernels._COMPILE_LOCK`): while this test holds the lock, a fresh process's first loss call waits."""
+    import filelock
+    code = ("import torch\nfrom hyperkd import losses\nt = torch.rand(1, 3, 8, 8)\n"
+            "print(float(losses._kl_w(t + 0.1, t + 0.1, torch.ones(1, 1, 8, 8))))\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    with filelock.FileLock(kernels._COMPILE_LOCK):
+        proc = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, text=True)
+        try:
+            proc.wait(timeout=15)  # importing hyperkd takes a few seconds; the call itself must wait for the lock
+            finished = True
+        except subprocess.TimeoutExpired:
+            finished = False
+    out, _ = proc.communicate(timeout=300)
+    assert not finished, "the first kernel call did not wait for the compile lock"
+    assert proc.returncode == 0 and abs(float(out)) < 1e-6, out
