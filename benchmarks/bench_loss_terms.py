@@ -1,5 +1,6 @@
-"""Each loss term, forward + backward, (8, 202, 64, 64) float32, before issue #20 (tests/frozen_losses_6c94a9b.py) and
-now, timed in interleaved rounds: python benchmarks/bench_loss_terms.py [rounds]
+"""Each loss term, forward + backward, (8, 202, 64, 64) float32, before issue #20 (tests/frozen_losses_6c94a9b.py), now on
+the PyTorch path (cpu_kernels(False): what GPUs and compiled code run) and now with the CPU kernels (hyperkd.kernels,
+the default on a CPU), timed in interleaved rounds: python benchmarks/bench_loss_terms.py [rounds]
 
     python benchmarks/bench_loss_terms.py --blur [rounds]
 
@@ -71,6 +72,11 @@ def blur_bench():
         print(f"{k:15s} median {statistics.median(v) * 1e3:6.0f} ms  ÷ matrices {statistics.median(v) / base:.2f}", flush=True)
 
 
+def kernels_on(on: bool):
+    from hyperkd.kernels import cpu_kernels
+    return cpu_kernels(on)
+
+
 def terms_bench():
     spec = importlib.util.spec_from_file_location("frozen_losses", str(Path(__file__).resolve().parent.parent / "tests" / "frozen_losses_6c94a9b.py"))
     fr = importlib.util.module_from_spec(spec); sys.modules["frozen_losses"] = fr; spec.loader.exec_module(fr)
@@ -78,25 +84,32 @@ def terms_bench():
     mask = (torch.rand(B, 1, 8, 8) < .75).float().repeat_interleave(8, 2).repeat_interleave(8, 3)
     mean, std = 0.2 + 0.1 * torch.rand(1, C, 1, 1), 0.05 * torch.ones(1, C, 1, 1)
 
-    def one(mod, term):
+    def one(mod, term, kernels=False):
         "One term alone (or all four, term 'all', as the trainer's default weights), spectral terms on reflectance."
         wts = None if term == "all" else {k: float(k == term) for k in ("mse", "ssim", "kl", "sam", "distill")}
         L = mod.HyperKDLoss(wts, ssim_data_range=4.0)
         q = p.clone().requires_grad_(True)
-        t0 = time.perf_counter()
         spectral = term in ("kl", "sam", "all")  # as the trainer: reflectance only for the spectral terms
-        tot, _ = L(q, t, mask, pred_refl=q * std + mean if spectral else None, target_refl=t * std + mean if spectral else None)
-        tot.backward()
-        return time.perf_counter() - t0
+        with kernels_on(kernels):
+            t0 = time.perf_counter()
+            if mod is losses:  # as the trainer now: the spectral terms make the reflectance themselves
+                tot, _ = L(q, t, mask, reflectance=(mean, std) if spectral else None)
+            else:  # as the trainer before: converted copies
+                tot, _ = L(q, t, mask, pred_refl=q * std + mean if spectral else None,
+                           target_refl=t * std + mean if spectral else None)
+            tot.backward()
+            return time.perf_counter() - t0
     keys = ("mse", "ssim", "kl", "sam", "all")
-    ts = {(m, k): [] for m in ("before", "now") for k in keys}
+    ways = (("before", fr, False), ("torch", losses, False), ("kernels", losses, True))
+    ts = {(m, k): [] for m, _, _ in ways for k in keys}
     for _ in range(ROUNDS):
         for k in keys:
-            for m, mod in (("before", fr), ("now", losses)):
-                ts[(m, k)].append(one(mod, k))
+            for m, mod, kern in ways:
+                ts[(m, k)].append(one(mod, k, kern))
     for k in keys:
-        b, n = statistics.median(ts[("before", k)][1:]), statistics.median(ts[("now", k)][1:])
-        print(f"{k:5s} before {b*1e3:6.0f} ms  now {n*1e3:6.0f} ms  now/before {n/b:.2f}", flush=True)
+        b, o, n = (statistics.median(ts[(m, k)][1:]) for m, _, _ in ways)
+        print(f"{k:5s} before {b*1e3:6.0f} ms  torch {o*1e3:6.0f} ms  kernels {n*1e3:6.0f} ms  "
+              f"kernels/before {n/b:.2f}  kernels/torch {n/o:.2f}", flush=True)
 
 
 def malloc_bench():
