@@ -25,7 +25,7 @@ _FM = {"reassoc", "contract"}  # vectorised sums and fused multiply-adds; no no-
 _JIT = dict(nogil=True,  # the kernels run in threads side by side (`_run_kernel`)
             error_model="numpy",  # IEEE division (x / 0 is inf, as in torch), and vectorised: no ZeroDivisionError checks
             cache=__name__ == "hyperkd.kernels")  # compiled code cached on disk by the module (a notebook cell has no file)
-_CPU_KERNELS, _POOL, _READY = True, None, set()
+_CPU_KERNELS, _POOL, _READY = True, None, set()  # _POOL: (the process id, its thread pool)
 # numba's on-disk cache is not safe for two processes adding different signatures of one function at once (seen under
 # pytest-xdist: one process ran another signature's machine code and got NaN); first calls take this lock
 _COMPILE_LOCK = Path(tempfile.gettempdir()) / f"hyperkd-numba-{os.getuid() if hasattr(os, 'getuid') else 0}.lock"
@@ -63,12 +63,12 @@ def _run_kernel(kernel, n_tasks: int, *args):
     k = max(1, min(torch.get_num_threads(), n_tasks))
     if k == 1:
         return kernel(0, n_tasks, *args)
-    if _POOL is None or _POOL._max_workers < k:
-        old, _POOL = _POOL, concurrent.futures.ThreadPoolExecutor(k, thread_name_prefix="hyperkd-kernel")
-        if old is not None:
-            old.shutdown(wait=False)
+    if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers < k:  # a forked child has no pool threads
+        old, _POOL = _POOL, (os.getpid(), concurrent.futures.ThreadPoolExecutor(k, thread_name_prefix="hyperkd-kernel"))
+        if old is not None and old[0] == os.getpid():
+            old[1].shutdown(wait=False)
     cut = [n_tasks * i // k for i in range(k + 1)]
-    for f in [_POOL.submit(kernel, a, b, *args) for a, b in zip(cut[:-1], cut[1:])]:
+    for f in [_POOL[1].submit(kernel, a, b, *args) for a, b in zip(cut[:-1], cut[1:])]:
         f.result()
 
 # %% ../nbs/01c0_kernels.ipynb #h20b0014
