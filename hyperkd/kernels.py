@@ -12,8 +12,11 @@ import tempfile
 from pathlib import Path
 
 import filelock
-import numba
 import numpy as np
+try:
+    import numba
+except ImportError:  # no numba for this platform: the loss terms take their PyTorch path everywhere
+    numba = None
 import torch
 import torch.nn.functional as F
 
@@ -23,18 +26,34 @@ __all__ = ['cpu_kernels']
 # %% ../nbs/01c0_kernels.ipynb #krn00006
 _FM = {"reassoc", "contract"}  # vectorised sums and fused multiply-adds; no no-NaN or no-inf assumptions
 _JIT = dict(nogil=True,  # the kernels run in threads side by side (`_run_kernel`)
-            error_model="numpy",  # IEEE division (x / 0 is inf, as in torch), and vectorised: no ZeroDivisionError checks
-            cache=__name__ == "hyperkd.kernels")  # compiled code cached on disk by the module (a notebook cell has no file)
-_CPU_KERNELS, _POOL, _READY = True, None, set()  # _POOL: (the process id, its thread pool)
-# numba's on-disk cache is not safe for two processes adding different signatures of one function at once (seen under
-# pytest-xdist: one process ran another signature's machine code and got NaN); first calls take this lock
+            error_model="numpy")  # IEEE division (x / 0 is inf, as in torch), and vectorised: no ZeroDivisionError checks
+
+def _jit(fastmath=_FM):
+    """numba.njit with `_JIT`, its machine code cached on disk by the module where numba finds a writable place (next to
+    the module, ~/.cache or NUMBA_CACHE_DIR; a notebook cell has no file), compiled per process elsewhere."""
+    def wrap(f):
+        if numba is None:
+            return f
+        try:
+            return numba.njit(**_JIT, fastmath=fastmath, cache=__name__ == "hyperkd.kernels")(f)
+        except RuntimeError:  # "cannot cache function ...: no locator available" (a read-only install)
+            return numba.njit(**_JIT, fastmath=fastmath)(f)
+    return wrap
+
+# on unless HYPERKD_CPU_KERNELS=0; _POOL: (the process id, its thread pool)
+_CPU_KERNELS, _POOL, _READY = numba is not None and os.environ.get("HYPERKD_CPU_KERNELS", "1") != "0", None, set()
+# first calls compile (or load from numba's disk cache) under this lock: numba writes its cache index without one, so
+# two processes adding different signatures of one function at once could leave it pointing at the wrong machine code
+# (a precaution, from numba's caching code; numba issue #10128 asks for a file lock). One machine only: see above
 _COMPILE_LOCK = Path(tempfile.gettempdir()) / f"hyperkd-numba-{os.getuid() if hasattr(os, 'getuid') else 0}.lock"
 
 @contextlib.contextmanager
 def cpu_kernels(enabled: bool = True):
-    "Inside the block, the loss terms use (or, `enabled=False`, do not use) these kernels on the CPU (on by default)."
+    """`with cpu_kernels(False):` the loss terms take their PyTorch path on the CPU inside the block (for the whole
+    process, every thread). On by default; off for every run with the environment variable HYPERKD_CPU_KERNELS=0, and
+    where numba is not installed (then `enabled=True` leaves them off)."""
     global _CPU_KERNELS
-    old, _CPU_KERNELS = _CPU_KERNELS, bool(enabled)
+    old, _CPU_KERNELS = _CPU_KERNELS, bool(enabled) and numba is not None
     try:
         yield
     finally:
@@ -51,7 +70,8 @@ def _typed(dtype: torch.dtype):
 
 def _run_kernel(kernel, n_tasks: int, *args):
     """Run `kernel(n0, n1, *args)` over tasks 0..n_tasks − 1, split into `torch.get_num_threads()` ranges run side by
-    side in threads (the kernels release the GIL); tensors are passed as NumPy views. Each task writes its own
+    side in threads (the kernels release the GIL); tensors are passed as NumPy views (a tensor that is not contiguous
+    is copied: outputs must be allocated contiguous, `torch.empty(shape)`, not `empty_like`). Each task writes its own
     outputs, so the result does not depend on the split (nor on the thread count). The first call of a kernel for a
     dtype in a process compiles it (or loads it from numba's cache) under an inter-process file lock."""
     global _POOL
@@ -93,13 +113,13 @@ def _blur2d(z: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return _blur_matrix(g, z.shape[-2]).T @ z @ _blur_matrix(g, z.shape[-1])
 
 # %% ../nbs/01c0_kernels.ipynb #krn00009
-@numba.njit(**_JIT, fastmath=_FM)
+@_jit()
 def _reflect(s, n):
     "Index `s` (−n < s < 2n − 1) reflected into 0..n − 1 without repeating the edge (torch's 'reflect' padding)."
     s = abs(s)
     return 2 * (n - 1) - s if s > n - 1 else s
 
-@numba.njit(**_JIT, fastmath=_FM)
+@_jit()
 def _blur_h(src, dst, g, adjoint):
     """dst[i, :] = Σₖ g[k] src[reflect(i + k − pad), :]: the window along H of one (H, W) image, rows as vectors;
     `adjoint`: its transpose (each row scattered to the rows its window reads)."""
@@ -117,7 +137,7 @@ def _blur_h(src, dst, g, adjoint):
                 for j in range(W):
                     d[j] += gk * r[j]
 
-@numba.njit(**_JIT, fastmath=_FM)
+@_jit()
 def _blur_w(src, dst, g, row, adjoint):
     """dst[:, j] = Σₖ g[k] src[:, reflect(j + k − pad)]: along W, each row through a padded buffer `row`;
     `adjoint`: scattered into `row`, then the padding folded back onto the pixels it mirrors."""
@@ -145,7 +165,7 @@ def _blur_w(src, dst, g, row, adjoint):
                     d[j] += g[k] * row[j + k]
 
 # %% ../nbs/01c0_kernels.ipynb #krn00012
-@numba.njit(**_JIT, fastmath=_FM)
+@_jit()
 def _ssim_planes(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals):
     """For the (image, band) pairs n0..n1 − 1 (n = image · C + band): Σ over pixels of w · SSIM into totals[n], and
     (if `grad` is not empty) the gradient of −Σ w SSIM / den into `grad`.
@@ -205,7 +225,7 @@ class _SSIMKernel(torch.autograd.Function):
             p, t, inv, vb = p * v, t * v, _blur2d(v, g).clamp_min(1e-12).reciprocal()[:, 0], v[:, 0]
         const = lambda c: torch.as_tensor(c, dtype=p.dtype).reshape(-1).expand(C)
         k = torch.tensor([2.0, 1.0, -1.0 / float(den), 0.0], dtype=p.dtype)
-        grad = torch.empty_like(p) if ctx.needs_input_grad[0] else p.new_empty(0, 0, 0, 0)
+        grad = p.new_empty(p.shape if ctx.needs_input_grad[0] else (0, 0, 0, 0))  # contiguous, whatever p's layout
         totals = p.new_empty(B * C)
         _run_kernel(_ssim_planes, B * C, p, t, w[:, 0], inv, vb, const(c1), const(c2), g, k, grad, totals)
         if ctx.needs_input_grad[0]:
@@ -227,7 +247,7 @@ class _SpectralKernel(torch.autograd.Function):
     def forward(ctx, pred, target, w, eps, kernels, reflectance=None):
         B, C = pred.shape[:2]
         mean, std = (pred.new_zeros(C), pred.new_ones(C)) if reflectance is None else \
-            tuple(r.reshape(C).to(pred.dtype) for r in reflectance)
+            tuple(r.reshape(C).to(pred.dtype) for r in reflectance)  # (1, C, 1, 1) each (`_spectral_args` checks)
         den = w.sum().clamp_min(1e-12)
         flat = lambda x: x.reshape(B, x.shape[1], -1)
         coef, typed = pred.new_empty(2, B, pred[0, 0].numel()), _typed(pred.dtype)
@@ -242,14 +262,14 @@ class _SpectralKernel(torch.autograd.Function):
     def backward(ctx, go):
         pred, target, coef, mean, std = ctx.saved_tensors
         B, C = pred.shape[:2]
-        grad = torch.empty_like(pred)
+        grad = pred.new_empty(pred.shape)  # contiguous, whatever pred's layout (the kernel writes into it)
         typed = _typed(pred.dtype)
         _run_kernel(ctx.grad_kernel, B * C, pred.reshape(B, C, -1), target.reshape(B, C, -1), mean, std, typed(ctx.eps),
                     coef, typed(float(go)), grad.reshape(B, C, -1))
         return grad, None, None, None, None, None
 
 # %% ../nbs/01c0_kernels.ipynb #krn00017
-@numba.njit(**_JIT, fastmath=_FM)
+@_jit()
 def _kl_pixels(n0, n1, p, t, w, mean, std, eps, inv_den, coef, totals):
     """For the tasks n0..n1 − 1 (`_CHUNK` pixels of one image each): Σ over their pixels of w · KL(t ‖ p) into
     totals[n] (spectra normalised over bands, values below `eps` raised to it), as `_KLTerm`. p, t: (B, C, N), N
@@ -279,7 +299,7 @@ def _kl_pixels(n0, n1, p, t, w, mean, std, eps, inv_den, coef, totals):
             coef[0, b, j0 + j], coef[1, b, j0 + j] = c * ist, c * stn / sp[j]
         totals[n] = s
 
-@numba.njit(**_JIT, fastmath=_FM)
+@_jit()
 def _kl_grad(n0, n1, p, t, mean, std, eps, coef, go, grad):
     """For the (image, band) pairs n0..n1 − 1: grad = go · std · (coef[1] − coef[0] · t / p), p and t in reflectance
     (t raised to `eps`), 0 where p < eps: the gradient for x (p = x · std + mean)."""
@@ -296,12 +316,12 @@ def _kl_grad(n0, n1, p, t, mean, std, eps, coef, go, grad):
                 G[j] = gs * (q[j] - a[j] * (eps if tr < eps else tr) / pr)
 
 # %% ../nbs/01c0_kernels.ipynb #krn00019
-@numba.njit(**_JIT, fastmath=_FM)
+@_jit()
 def _zero_safe_sqrt(v):
     "√v with 0 at 0 (NaN stays NaN), as `spectral_angle`'s."
     return 0 if v == 0 else np.sqrt(1e-30 if v < 1e-30 else v)
 
-@numba.njit(**_JIT, fastmath={"reassoc"})  # no fused multiply-add: a − b exactly 0 where p = t
+@_jit(fastmath={"reassoc"})  # no fused multiply-add: a − b exactly 0 where p = t
 def _sam_pixels(n0, n1, p, t, w, mean, std, eps, inv_den, coef, totals):
     """For the tasks n0..n1 − 1 (as `_kl_pixels`): Σ over their pixels of w · spectral angle (radians) into totals[n],
     as `_SAMTerm`: p, t (B, C, N) in reflectance as x · std + mean (as `_kl_pixels`), w (B, N). Fills coef (2, B, N)
@@ -346,7 +366,7 @@ def _sam_pixels(n0, n1, p, t, w, mean, std, eps, inv_den, coef, totals):
             coef[1, b, j0 + j] = c * sp * q * st
         totals[n] = s
 
-@numba.njit(**_JIT, fastmath=_FM)
+@_jit()
 def _sam_grad(n0, n1, p, t, mean, std, eps, coef, go, grad):
     """For the (image, band) pairs n0..n1 − 1: grad = go · std · (k₁ p + k₂ t), p and t in reflectance, k₁, k₂ =
     coef[0], coef[1] (B, N): the gradient for x (p = x · std + mean). `eps` unused (`_kl_grad`'s signature)."""

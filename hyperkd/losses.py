@@ -260,9 +260,13 @@ def spectral_kl(pred, target, mask=None, eps: float = 1e-4) -> torch.Tensor:
     return _kl_w(pred, target.nan_to_num(eps), _weights(target, mask), eps)
 
 def _spectral_args(pred, target, w, reflectance):
-    """(pred, target, reflectance) for a spectral term given x and `reflectance` = (mean, std) (or None: already
-    reflectance): converted to x · std + mean here, unless the CPU kernel converts them as it reads (no copies)."""
-    if reflectance is None or (_fused(target, w) and _on_kernel(pred, target, w)):
+    """(pred, target, reflectance) for a spectral term given x and `reflectance` = (mean, std), each (1 or B, C, 1, 1)
+    (None: already reflectance): converted to x · std + mean here, unless the CPU kernel converts as it reads."""
+    if reflectance is not None and any(r.dim() != 4 or r.shape[1] != pred.shape[1] or r.shape[2:] != (1, 1) for r in reflectance):
+        raise ValueError(f"reflectance: (mean, std) must each be (1, C, 1, 1) or (B, C, 1, 1) with C = {pred.shape[1]} "
+                         f"bands; got shapes {[tuple(r.shape) for r in reflectance]}.")
+    if reflectance is None or (_fused(target, w) and _on_kernel(pred, target, w, *reflectance) and
+                               all(r.shape[0] == 1 for r in reflectance)):
         return pred, target, reflectance
     mean, std = reflectance
     return pred * std + mean, target * std + mean, None

@@ -201,3 +201,62 @@ def test_first_kernel_call_waits_for_the_compile_lock(tmp_path):
     out, _ = proc.communicate(timeout=300)
     assert not finished, "the first kernel call did not wait for the compile lock"
     assert proc.returncode == 0 and abs(float(out)) < 1e-6, out
+
+
+@pytest.mark.parametrize("layout", ["channels_last", "permuted"])
+def test_kernels_equal_torch_for_a_prediction_in_any_memory_layout(layout):
+    "The kernels write into contiguous buffers whatever the prediction's layout (a new user's case: channels_last nets)."
+    t = 0.05 + 0.3 * torch.rand(2, 8, 16, 16, generator=torch.Generator().manual_seed(5))
+    net = torch.nn.Conv2d(8, 8, 3, padding=1)
+    x = t.contiguous(memory_format=torch.channels_last) if layout == "channels_last" else t
+    if layout == "channels_last":
+        net = net.to(memory_format=torch.channels_last)
+    grads = {}
+    for on in (True, False):
+        net.zero_grad()
+        with losses.cpu_kernels(on):
+            out = net(x)
+            out = out if layout == "channels_last" else out.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+            assert not out.is_contiguous()
+            total, _ = losses.HyperKDLoss()(out, t)
+            total.backward()
+        grads[on] = net.weight.grad.clone()
+    assert torch.isfinite(grads[True]).all()
+    torch.testing.assert_close(grads[True], grads[False], rtol=1e-4, atol=1e-6)
+
+
+def test_reflectance_shapes_checked_the_same_on_both_paths():
+    pred, target, mask, mean, std = _batch(seed=4)
+    for on in (True, False):
+        with losses.cpu_kernels(on):
+            with pytest.raises(ValueError, match=r"\(1, C, 1, 1\) or \(B, C, 1, 1\) with C = 24"):
+                losses.HyperKDLoss()(pred, target, mask, reflectance=(mean.flatten(), std.flatten()))
+    per_image = (mean.expand(2, -1, -1, -1), std.expand(2, -1, -1, -1))  # (B, C, 1, 1): converted in torch
+    a = losses.HyperKDLoss()(pred, target, mask, reflectance=per_image)[1]
+    b = losses.HyperKDLoss()(pred, target, mask, reflectance=(mean, std))[1]
+    for k in ("kl", "sam"):
+        assert abs(float(a[k]) - float(b[k])) <= 1e-5 * abs(float(b[k])), k
+
+
+@pytest.mark.parametrize("case", ["no-numba", "read-only-cache", "env-off"])
+def test_losses_work_without_numba_a_writable_cache_or_with_the_kernels_off(case):
+    """No numba (a platform without its wheels): the PyTorch path. No writable place for numba's cache: compiled per
+    process. HYPERKD_CPU_KERNELS=0: the PyTorch path."""
+    pre = {"no-numba": "import sys; sys.modules['numba'] = None\n",
+           "read-only-cache": ("from numba.core import caching\n"
+                               "def _no(self): raise OSError('read-only')\n"
+                               "caching._CacheLocator.ensure_cache_path = _no\n"),
+           "env-off": ""}[case]
+    code = pre + (
+        "import torch\nfrom hyperkd import kernels, losses\n"
+        "t = 0.05 + 0.3 * torch.rand(2, 6, 12, 12); p = (t + 0.02 * torch.randn_like(t)).requires_grad_()\n"
+        "total, terms = losses.HyperKDLoss()(p, t); total.backward()\n"
+        "with kernels.cpu_kernels(False):\n"
+        "    q = p.detach().clone().requires_grad_(); total2, _ = losses.HyperKDLoss()(q, t); total2.backward()\n"
+        "assert abs(total.item() - total2.item()) <= 1e-5 * abs(total2.item())\n"
+        "assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-7)\n"
+        "print(kernels._CPU_KERNELS)\n")
+    env = {**os.environ, **({"HYPERKD_CPU_KERNELS": "0"} if case == "env-off" else {})}
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.strip() == ("True" if case == "read-only-cache" else "False"), r.stdout
