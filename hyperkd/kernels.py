@@ -18,7 +18,6 @@ try:
 except ImportError:  # no numba for this platform: the loss terms take their PyTorch path everywhere
     numba = None
 import torch
-import torch.nn.functional as F
 
 # %% auto #0
 __all__ = ['cpu_kernels']
@@ -170,7 +169,7 @@ def _ssim_planes(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals):
     """For the (image, band) pairs n0..n1 − 1 (n = image · C + band): Σ over pixels of w · SSIM into totals[n], and
     (if `grad` is not empty) the gradient of −Σ w SSIM / den into `grad`.
     p, t: (B, C, H, W), already multiplied by v; w, inv (1 / blur(v)), v: (B, H, W); c1, c2: (C,); g: the window;
-    k: [2, 1, −1 / den, 0] in the images' dtype. See `_SSIMTerm` for the algebra."""
+    k: [2, 1, −1 / den] in the images' dtype; totals: zeros. See `_SSIMTerm` for the algebra."""
     B, C, H, W = p.shape
     two, one, nd = k[0], k[1], k[2]
     for n in range(n0, n1):
@@ -187,7 +186,7 @@ def _ssim_planes(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals):
         _blur_w(T, half, g, row, False); _blur_h(half, mt, g, False)
         _blur_w(e2, half, g, row, False); _blur_h(half, e2, g, False)
         _blur_w(ex, half, g, row, False); _blur_h(half, ex, g, False)
-        s = k[3]
+        s = totals[n]  # 0, in the dtype
         for i in range(H):
             for j in range(W):
                 up, ut = mp[i, j] * ib[i, j], mt[i, j] * ib[i, j]
@@ -224,9 +223,9 @@ class _SSIMKernel(torch.autograd.Function):
         else:  # normalised convolution, as in ssim_map
             p, t, inv, vb = p * v, t * v, _blur2d(v, g).clamp_min(1e-12).reciprocal()[:, 0], v[:, 0]
         const = lambda c: torch.as_tensor(c, dtype=p.dtype).reshape(-1).expand(C)
-        k = torch.tensor([2.0, 1.0, -1.0 / float(den), 0.0], dtype=p.dtype)
+        k = torch.tensor([2.0, 1.0, -1.0 / float(den)], dtype=p.dtype)
         grad = p.new_empty(p.shape if ctx.needs_input_grad[0] else (0, 0, 0, 0))  # contiguous, whatever p's layout
-        totals = p.new_empty(B * C)
+        totals = p.new_zeros(B * C)  # each task's running sum starts there
         _run_kernel(_ssim_planes, B * C, p, t, w[:, 0], inv, vb, const(c1), const(c2), g, k, grad, totals)
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(grad)
