@@ -211,9 +211,94 @@ def _ssim_planes(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals):
                 for j in range(W):
                     G[i, j] = ex[i, j] * T[i, j] + two * e2[i, j] * P[i, j] + mp[i, j] * vb[i, j]
 
+# %% ../nbs/01c0_kernels.ipynb #krn00024
+@_jit()
+def _win(g, r, j):
+    "Σₖ g[k] r[j + k], k = 0..6 (`g` a 7-tuple): the 7-tap window along a padded row, summed in registers."
+    return g[0] * r[j] + g[1] * r[j + 1] + g[2] * r[j + 2] + g[3] * r[j + 3] + g[4] * r[j + 4] + g[5] * r[j + 5] + \
+        g[6] * r[j + 6]
+
+@_jit()
+def _col(g, m, rows, j):
+    "Σₖ g[k] m[rows[k], j]: the 7-tap window down column j of the map m (`rows` 7 row indices)."
+    return g[0] * m[rows[0], j] + g[1] * m[rows[1], j] + g[2] * m[rows[2], j] + g[3] * m[rows[3], j] + \
+        g[4] * m[rows[4], j] + g[5] * m[rows[5], j] + g[6] * m[rows[6], j]
+
+@_jit()
+def _fold(y, n):
+    "The adjoint of reflect padding by 3 along y's first axis (n + 6 long, pixel i at i + 3): padding added onto its mirror."
+    for m in range(3):
+        y[m + 4] += y[2 - m]
+        y[n + 1 - m] += y[n + 3 + m]
+
+@_jit()
+def _ssim_planes7(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals):
+    "`_ssim_planes` for a 7-tap window `g` (images of at least 4 × 4 px): the same arguments and sums, in fewer passes."
+    B, C, H, W = p.shape
+    two, one, nd = k[0], k[1], k[2]
+    g, dt = (g[0], g[1], g[2], g[3], g[4], g[5], g[6]), p.dtype
+    hp, ht, he, hx = np.empty((H, W), dt), np.empty((H, W), dt), np.empty((H, W), dt), np.empty((H, W), dt)
+    dm, dx, de = np.zeros((H + 12, W), dt), np.zeros((H + 12, W), dt), np.zeros((H + 12, W), dt)  # 6 zero rows a side
+    ym, yx, ye = np.empty((H + 6, W), dt), np.empty((H + 6, W), dt), np.empty((H + 6, W), dt)
+    rp, rt, re, rx = np.empty(W + 6, dt), np.empty(W + 6, dt), np.empty(W + 6, dt), np.empty(W + 6, dt)
+    zm, zx, ze = np.zeros(W + 12, dt), np.zeros(W + 12, dt), np.zeros(W + 12, dt)
+    om, ox, oe = np.empty(W + 6, dt), np.empty(W + 6, dt), np.empty(W + 6, dt)
+    for n in range(n0, n1):
+        b, c = n // C, n % C
+        P, T, wb, ib = p[b, c], t[b, c], w[b], inv[b]
+        cc1, cc2 = c1[c], c2[c]
+        for i in range(H):  # along W: the four moment maps made as the row is read, reflect-padded by 3, blurred
+            Pr, Tr = P[i], T[i]
+            for j in range(W):
+                a, e = Pr[j], Tr[j]
+                rp[j + 3], rt[j + 3], re[j + 3], rx[j + 3] = a, e, a * a + e * e, a * e
+            for m in range(3):
+                rp[2 - m], rt[2 - m], re[2 - m], rx[2 - m] = rp[m + 4], rt[m + 4], re[m + 4], rx[m + 4]
+                rp[W + 3 + m], rt[W + 3 + m], re[W + 3 + m], rx[W + 3 + m] = \
+                    rp[W + 1 - m], rt[W + 1 - m], re[W + 1 - m], rx[W + 1 - m]
+            for j in range(W):
+                hp[i, j], ht[i, j], he[i, j], hx[i, j] = _win(g, rp, j), _win(g, rt, j), _win(g, re, j), _win(g, rx, j)
+        s = totals[n]  # 0, in the dtype
+        for i in range(H):  # along H, and at once the SSIM map and its derivative maps (as `_ssim_planes`), row by row
+            rows = (_reflect(i - 3, H), _reflect(i - 2, H), _reflect(i - 1, H), i,
+                    _reflect(i + 1, H), _reflect(i + 2, H), _reflect(i + 3, H))
+            wr, ir, M, X, E = wb[i], ib[i], dm[i + 6], dx[i + 6], de[i + 6]
+            for j in range(W):
+                up, ut = _col(g, hp, rows, j) * ir[j], _col(g, ht, rows, j) * ir[j]
+                q = up * up + ut * ut
+                B1, B2 = q + cc1, _col(g, he, rows, j) * ir[j] - q + cc2
+                A1 = two * up * ut + cc1
+                A2 = two * _col(g, hx, rows, j) * ir[j] - A1 + cc1 + cc2
+                r = one / (B1 * B2)  # the one division: 1 / B1 = B2 r, 1 / B2 = B1 r
+                S = A1 * A2 * r
+                s += S * wr[j]
+                ws = wr[j] * nd * ir[j]
+                M[j] = two * ws * ((A2 - A1) * ut * r + up * S * (B1 - B2) * r)  # d loss / d μp
+                X[j] = two * ws * A1 * r  # d loss / d E[pt]
+                E[j] = -ws * S * B1 * r  # d loss / d E[p² + t²]
+        totals[n] = s
+        if grad.size == 0:
+            continue
+        for q in range(H + 6):  # the adjoint along H: the window over the zero-padded maps, then the padding folded
+            rows = (q, q + 1, q + 2, q + 3, q + 4, q + 5, q + 6)
+            for j in range(W):
+                ym[q, j], yx[q, j], ye[q, j] = _col(g, dm, rows, j), _col(g, dx, rows, j), _col(g, de, rows, j)
+        _fold(ym, H); _fold(yx, H); _fold(ye, H)
+        G, vb = grad[b, c], v[b]
+        for i in range(H):  # the adjoint along W, folded, and the gradient (as `_ssim_planes`)
+            for j in range(W):
+                zm[j + 6], zx[j + 6], ze[j + 6] = ym[i + 3, j], yx[i + 3, j], ye[i + 3, j]
+            for j in range(W + 6):
+                om[j], ox[j], oe[j] = _win(g, zm, j), _win(g, zx, j), _win(g, ze, j)
+            _fold(om, W); _fold(ox, W); _fold(oe, W)
+            Gr, Tr, Pr, vr = G[i], T[i], P[i], vb[i]
+            for j in range(W):
+                Gr[j] = ox[j + 3] * Tr[j] + two * oe[j + 3] * Pr[j] + om[j + 3] * vr[j]
+
 # %% ../nbs/01c0_kernels.ipynb #krn00013
 class _SSIMKernel(torch.autograd.Function):
-    "`_SSIMTerm` (`01c_losses`) on the CPU through `_ssim_planes`: the same loss and gradient, made in the forward pass."
+    """`_SSIMTerm` (`01c_losses`) on the CPU through `_ssim_planes7` (a 7-tap window) or `_ssim_planes`: the same loss
+    and gradient, made in the forward pass."""
     @staticmethod
     def forward(ctx, p, t, w, v, c1, c2, g):
         B, C, H, W = p.shape
@@ -226,7 +311,8 @@ class _SSIMKernel(torch.autograd.Function):
         k = torch.tensor([2.0, 1.0, -1.0 / float(den)], dtype=p.dtype)
         grad = p.new_empty(p.shape if ctx.needs_input_grad[0] else (0, 0, 0, 0))  # contiguous, whatever p's layout
         totals = p.new_zeros(B * C)  # each task's running sum starts there
-        _run_kernel(_ssim_planes, B * C, p, t, w[:, 0], inv, vb, const(c1), const(c2), g, k, grad, totals)
+        kernel = _ssim_planes7 if len(g) == 7 else _ssim_planes
+        _run_kernel(kernel, B * C, p, t, w[:, 0], inv, vb, const(c1), const(c2), g, k, grad, totals)
         if ctx.needs_input_grad[0]:
             ctx.save_for_backward(grad)
         return 1.0 - totals.sum() / den
