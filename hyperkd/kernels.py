@@ -353,6 +353,51 @@ class _SpectralKernel(torch.autograd.Function):
                     coef, typed(float(go)), grad.reshape(B, C, -1))
         return grad, None, None, None, None, None
 
+# %% ../nbs/01c0_kernels.ipynb #krn00027
+def _logs(x, scratch, out):
+    "out[j] = ln x[j] for 1-D arrays of one dtype; `scratch` as large as x (float32: `_logs_f32`; in NumPy without numba)."
+    np.log(x, out=out)
+
+# Cephes logf: ln 2 in two parts (k · ln 2 without its rounding error), then the polynomial, highest power first
+_LOGF = tuple(np.float32(v) for v in (0.693359375, -2.12194440e-4, 7.0376836292e-2, -1.1514610310e-1, 1.1676998740e-1,
+                                      -1.2420140846e-1, 1.4249322787e-1, -1.6668057665e-1, 2.0000714765e-1,
+                                      -2.4999993993e-1, 3.3333331174e-1))
+
+@_jit()
+def _logs_f32(x, scratch, out):
+    "`_logs` for float32: exponent and mantissa from the bits, then Cephes' polynomial; libm where x is not normal."
+    xi, ki, mi = x.view(np.int32), scratch.view(np.int32), out.view(np.int32)
+    for j in range(x.shape[0]):  # x = 2^k m, m in [1, 2) (the mantissa's bits under a zero exponent)
+        ki[j] = ((xi[j] >> 23) & 0xFF) - 127
+        mi[j] = (xi[j] & 0x007FFFFF) | 0x3F800000
+    one, half, lo, hi = np.float32(1), np.float32(0.5), np.float32(1.17549435e-38), np.float32(3.4028235e38)
+    ln2_hi, ln2_lo, c0, c1, c2, c3, c4, c5, c6, c7, c8 = _LOGF
+    bad = 0
+    for j in range(x.shape[0]):
+        m, k = out[j], np.float32(ki[j])
+        big = m > np.float32(1.41421356)  # then m / 2 in [√½, 1) and k + 1
+        f = half * m - one if big else m - one
+        k = k + one if big else k
+        z = f * f
+        y = ((((((((c0 * f + c1) * f + c2) * f + c3) * f + c4) * f + c5) * f + c6) * f + c7) * f + c8) * f * z
+        out[j] = f + (y + ln2_lo * k - half * z) + ln2_hi * k
+        bad += 0 if x[j] >= lo and x[j] <= hi else 1  # 0, subnormal, negative, inf, NaN
+    if bad:
+        for j in range(x.shape[0]):
+            if not (x[j] >= lo and x[j] <= hi):
+                out[j] = np.log(x[j])
+
+if numba is not None:
+    @numba.extending.overload(_logs, jit_options=dict(**_JIT, fastmath=_FM))
+    def _logs_jit(x, scratch, out):
+        "In numba code: `_logs_f32` for float32 arrays, `np.log` value by value otherwise."
+        if x.dtype == numba.float32:
+            return lambda x, scratch, out: _logs_f32(x, scratch, out)
+        def logs(x, scratch, out):
+            for j in range(x.shape[0]):
+                out[j] = np.log(x[j])
+        return logs
+
 # %% ../nbs/01c0_kernels.ipynb #krn00017
 @_jit()
 def _kl_pixels(n0, n1, p, t, w, mean, std, eps, inv_den, coef, totals):
@@ -360,13 +405,15 @@ def _kl_pixels(n0, n1, p, t, w, mean, std, eps, inv_den, coef, totals):
     totals[n] (spectra normalised over bands, values below `eps` raised to it), as `_KLTerm`. p, t: (B, C, N), N
     pixels, in reflectance as x · std + mean (mean, std: (C,); 0 and 1 for data already in reflectance); w: (B, N).
     Fills coef (2, B, N) with each pixel's two gradient factors (see `_kl_grad`). The sums over the bands are made
-    for `_CHUNK` pixels at once, band by band."""
+    for `_CHUNK` pixels at once, band by band, with the logarithms of a band's ratios t / p taken at once (`_logs`)."""
     B, C, N = p.shape
     nch = (N + _CHUNK - 1) // _CHUNK
     for n in range(n0, n1):
         b, j0 = n // nch, (n % nch) * _CHUNK
         j1 = min(N, j0 + _CHUNK)
         st, sp, tlr = np.zeros(j1 - j0, p.dtype), np.zeros(j1 - j0, p.dtype), np.zeros(j1 - j0, p.dtype)
+        ratio, tb, logs, scratch = np.empty(j1 - j0, p.dtype), np.empty(j1 - j0, p.dtype), np.empty(j1 - j0, p.dtype), \
+            np.empty(j1 - j0, p.dtype)
         for c in range(C):
             P, T, mn, sd = p[b, c, j0:j1], t[b, c, j0:j1], mean[c], std[c]
             for j in range(j1 - j0):
@@ -374,7 +421,10 @@ def _kl_pixels(n0, n1, p, t, w, mean, std, eps, inv_den, coef, totals):
                 pc, tc = eps if pc < eps else pc, eps if tc < eps else tc  # NaN stays NaN
                 st[j] += tc
                 sp[j] += pc
-                tlr[j] += tc * np.log(tc / pc)
+                ratio[j], tb[j] = tc / pc, tc
+            _logs(ratio, scratch, logs)
+            for j in range(j1 - j0):
+                tlr[j] += tb[j] * logs[j]
         s = totals[n]  # 0, in the dtype (allocated with zeros)
         for j in range(j1 - j0):
             ist = 1 / st[j]
