@@ -296,6 +296,22 @@ def _ssim_planes7(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals):
                 Gr[j] = ox[j + 3] * Tr[j] + two * oe[j + 3] * Pr[j] + om[j + 3] * vr[j]
 
 # %% ../nbs/01c0_kernels.ipynb #krn00013
+def _grad_times(ctx, go: torch.Tensor) -> torch.Tensor:
+    """`ctx.grad` (a gradient a term made in its forward pass) times `go`. On the CPU the first backward scales it in
+    place and hands it out: a new full-size tensor would be page-faulted anew (about 5 ms at (8, 202, 64, 64)). A kept
+    graph's next backward (`retain_graph`) makes a new tensor from it and the first factor, so what was handed out
+    stays as it was (unless its receiver changes it in place); go = 0 gives a new zero tensor. Elsewhere (a GPU: no
+    sync for the checks) `ctx.grad * go`."""
+    if go.device.type != "cpu" or ctx.grad.device.type != "cpu":
+        return ctx.grad * go
+    last = getattr(ctx, "factor", None)
+    if last is not None:
+        return ctx.grad * (float(go) / last)
+    if float(go) == 0.0:
+        return torch.zeros_like(ctx.grad)
+    ctx.factor = float(go)
+    return ctx.grad.mul_(go)
+
 class _SSIMKernel(torch.autograd.Function):
     """`_SSIMTerm` (`01c_losses`) on the CPU through `_ssim_planes7` (a 7-tap window) or `_ssim_planes`: the same loss
     and gradient, made in the forward pass."""
@@ -313,14 +329,12 @@ class _SSIMKernel(torch.autograd.Function):
         totals = p.new_zeros(B * C)  # each task's running sum starts there
         kernel = _ssim_planes7 if len(g) == 7 else _ssim_planes
         _run_kernel(kernel, B * C, p, t, w[:, 0], inv, vb, const(c1), const(c2), g, k, grad, totals)
-        if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(grad)
+        ctx.grad = grad  # not saved: scaled in place in backward (`_grad_times`)
         return 1.0 - totals.sum() / den
 
     @staticmethod
     def backward(ctx, go):
-        grad, = ctx.saved_tensors
-        return grad * go, None, None, None, None, None, None
+        return _grad_times(ctx, go), None, None, None, None, None, None
 
 # %% ../nbs/01c0_kernels.ipynb #krn00016
 _CHUNK = 512  # pixels per task of the spectral kernels: their per-pixel sums stay in the core's cache

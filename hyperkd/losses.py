@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .kernels import _gauss_1d, _blur_matrix, _blur2d, cpu_kernels, _on_kernel
+from .kernels import _gauss_1d, _blur_matrix, _blur2d, cpu_kernels, _on_kernel, _grad_times
 from .kernels import _SSIMKernel, _SpectralKernel, _kl_pixels, _kl_grad, _sam_pixels, _sam_grad
 
 # %% auto #0
@@ -63,13 +63,12 @@ class _MSETerm(torch.autograd.Function):
         den = (w.sum() * pred.shape[1]).clamp_min(1e-12)
         total = (torch.linalg.vecdot(d, d, dim=1).unsqueeze(1) * w).sum()
         if ctx.needs_input_grad[0]:
-            ctx.save_for_backward(d.mul_(w * (2.0 / den)))
+            ctx.grad = d.mul_(w * (2.0 / den))  # scaled in place in backward (`_grad_times`)
         return total / den
 
     @staticmethod
     def backward(ctx, go):
-        grad, = ctx.saved_tensors
-        return grad * go, None, None
+        return _grad_times(ctx, go), None, None
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     "Mean squared error over bands and the weighted pixels (the MAE reconstruction loss)."
@@ -173,13 +172,12 @@ class _SSIMTerm(torch.autograd.Function):
             del k
             k_e2, k_mu, k_x = buf[0], buf[1], buf[2]
             grad = torch.mul(k_x, t).addcmul_(k_e2, p, value=2).add_(k_mu if v is None else k_mu.mul_(v))
-            ctx.save_for_backward(grad)
+            ctx.grad = grad  # scaled in place in backward (`_grad_times`)
         return 1.0 - total / den
 
     @staticmethod
     def backward(ctx, go):
-        grad, = ctx.saved_tensors
-        return grad * go, None, None, None, None, None, None
+        return _grad_times(ctx, go), None, None, None, None, None, None
 
 # %% ../nbs/01c_losses.ipynb #h20b0023
 def ssim_loss(pred, target, mask=None, window: int = 7, data_range=None) -> torch.Tensor:
@@ -246,13 +244,12 @@ class _KLTerm(torch.autograd.Function):
             grad = q.mul_(-ist * c).add_(stn / sp * c)  # d kl / d p = Σtn / Σp − tn / p, weighted
             if bool(pred.amin() < eps):
                 grad.masked_fill_(pred < eps, 0.0)  # clamp_min passes the gradient where p >= eps
-            ctx.save_for_backward(grad)
+            ctx.grad = grad  # scaled in place in backward (`_grad_times`)
         return (kl * w).sum() / den
 
     @staticmethod
     def backward(ctx, go):
-        grad, = ctx.saved_tensors
-        return grad * go, None, None, None
+        return _grad_times(ctx, go), None, None, None
 
 # %% ../nbs/01c_losses.ipynb #h20b0036
 def spectral_kl(pred, target, mask=None, eps: float = 1e-4) -> torch.Tensor:
