@@ -340,31 +340,35 @@ class _SSIMKernel(torch.autograd.Function):
 _CHUNK = 512  # pixels per task of the spectral kernels: their per-pixel sums stay in the core's cache
 
 class _SpectralKernel(torch.autograd.Function):
-    """`_KLTerm` or `_SAMTerm` on the CPU through `kernels` = (the forward kernel, the gradient kernel): the same loss.
-    `reflectance` (mean, std), each (1, C, 1, 1): pred and target are x · std + mean, made as the kernels read them."""
+    """`_KLTerm` and/or `_SAMTerm` on the CPU, the same loss: `kernels` = (forward kernels, gradient kernel), one of
+    `_KL`, `_SAM` and `_KL_SAM` (both terms, one gradient kernel: one full-size gradient, one pass), `eps` one per term.
+    Returns one value per term. `reflectance` (mean, std), each (1, C, 1, 1): pred and target are x · std + mean,
+    made as the kernels read them."""
     @staticmethod
     def forward(ctx, pred, target, w, eps, kernels, reflectance=None):
         B, C = pred.shape[:2]
         mean, std = (pred.new_zeros(C), pred.new_ones(C)) if reflectance is None else \
             tuple(r.reshape(C).to(pred.dtype) for r in reflectance)  # (1, C, 1, 1) each (`_spectral_args` checks)
-        den = w.sum().clamp_min(1e-12)
+        den, N, typed = w.sum().clamp_min(1e-12), pred[0, 0].numel(), _typed(pred.dtype)
         flat = lambda x: x.reshape(B, x.shape[1], -1)
-        coef, typed = pred.new_empty(2, B, pred[0, 0].numel()), _typed(pred.dtype)
-        totals = pred.new_zeros(B * -(-pred[0, 0].numel() // _CHUNK))  # one per task: a sum independent of the split
-        _run_kernel(kernels[0], len(totals), flat(pred), flat(target), flat(w)[:, 0], mean, std, typed(eps),
-                    typed(1.0 / float(den)), coef, totals)
+        coef, out = pred.new_empty(2 * len(kernels[0]), B, N), []  # two gradient factors per pixel and term
+        for i, (kernel, e) in enumerate(zip(kernels[0], eps)):
+            totals = pred.new_zeros(B * -(-N // _CHUNK))  # one per task: a sum independent of the split
+            _run_kernel(kernel, len(totals), flat(pred), flat(target), flat(w)[:, 0], mean, std, typed(e),
+                        typed(1.0 / float(den)), coef[2 * i:2 * i + 2], totals)
+            out.append(totals.sum() / den)
         ctx.save_for_backward(pred, target, coef, mean, std)
-        ctx.eps, ctx.grad_kernel = eps, kernels[1]
-        return totals.sum() / den
+        ctx.eps, ctx.grad_kernel = eps[0], kernels[1]
+        return tuple(out) if len(out) > 1 else out[0]
 
     @staticmethod
-    def backward(ctx, go):
+    def backward(ctx, *go):
         pred, target, coef, mean, std = ctx.saved_tensors
         B, C = pred.shape[:2]
         grad = pred.new_empty(pred.shape)  # contiguous, whatever pred's layout (the kernel writes into it)
         typed = _typed(pred.dtype)
         _run_kernel(ctx.grad_kernel, B * C, pred.reshape(B, C, -1), target.reshape(B, C, -1), mean, std, typed(ctx.eps),
-                    coef, typed(float(go)), grad.reshape(B, C, -1))
+                    coef, np.array([float(g) for g in go], typed), grad.reshape(B, C, -1))
         return grad, None, None, None, None, None
 
 # %% ../nbs/01c0_kernels.ipynb #krn00027
@@ -450,19 +454,21 @@ def _kl_pixels(n0, n1, p, t, w, mean, std, eps, inv_den, coef, totals):
 
 @_jit()
 def _kl_grad(n0, n1, p, t, mean, std, eps, coef, go, grad):
-    """For the (image, band) pairs n0..n1 − 1: grad = go · std · (coef[1] − coef[0] · t / p), p and t in reflectance
+    """For the (image, band) pairs n0..n1 − 1: grad = go[0] · std · (coef[1] − coef[0] · t / p), p and t in reflectance
     (t raised to `eps`), 0 where p < eps: the gradient for x (p = x · std + mean)."""
     B, C, N = p.shape
     for n in range(n0, n1):
         b, c = n // C, n % C
         P, T, G, a, q = p[b, c], t[b, c], grad[b, c], coef[0, b], coef[1, b]
-        mn, sd, gs = mean[c], std[c], go * std[c]
+        mn, sd, gs = mean[c], std[c], go[0] * std[c]
         for j in range(N):
             pr, tr = P[j] * sd + mn, T[j] * sd + mn
             if pr < eps:  # clamp_min passes no gradient there
                 G[j] = 0
             else:
                 G[j] = gs * (q[j] - a[j] * (eps if tr < eps else tr) / pr)
+
+_KL = ((_kl_pixels,), _kl_grad)  # `_SpectralKernel`'s `kernels`: (forward kernels, gradient kernel)
 
 # %% ../nbs/01c0_kernels.ipynb #krn00019
 @_jit()
@@ -517,12 +523,28 @@ def _sam_pixels(n0, n1, p, t, w, mean, std, eps, inv_den, coef, totals):
 
 @_jit()
 def _sam_grad(n0, n1, p, t, mean, std, eps, coef, go, grad):
-    """For the (image, band) pairs n0..n1 − 1: grad = go · std · (k₁ p + k₂ t), p and t in reflectance, k₁, k₂ =
+    """For the (image, band) pairs n0..n1 − 1: grad = go[0] · std · (k₁ p + k₂ t), p and t in reflectance, k₁, k₂ =
     coef[0], coef[1] (B, N): the gradient for x (p = x · std + mean). `eps` unused (`_kl_grad`'s signature)."""
     B, C, N = p.shape
     for n in range(n0, n1):
         b, c = n // C, n % C
         P, T, G, k1, k2 = p[b, c], t[b, c], grad[b, c], coef[0, b], coef[1, b]
-        mn, sd, gs = mean[c], std[c], go * std[c]
+        mn, sd, gs = mean[c], std[c], go[0] * std[c]
         for j in range(N):
             G[j] = gs * (k1[j] * (P[j] * sd + mn) + k2[j] * (T[j] * sd + mn))
+
+@_jit()
+def _kl_sam_grad(n0, n1, p, t, mean, std, eps, coef, go, grad):
+    """`_kl_grad` + `_sam_grad` in one pass: coef (4, B, N), KL's two factors then the angle's; go (2,) their factors
+    from the backward pass; `eps` KL's."""
+    B, C, N = p.shape
+    for n in range(n0, n1):
+        b, c = n // C, n % C
+        P, T, G, a, q, k1, k2 = p[b, c], t[b, c], grad[b, c], coef[0, b], coef[1, b], coef[2, b], coef[3, b]
+        mn, sd, gk, gs = mean[c], std[c], go[0] * std[c], go[1] * std[c]
+        for j in range(N):
+            pr, tr = P[j] * sd + mn, T[j] * sd + mn
+            kl = 0 if pr < eps else gk * (q[j] - a[j] * (eps if tr < eps else tr) / pr)
+            G[j] = kl + gs * (k1[j] * pr + k2[j] * tr)
+
+_SAM, _KL_SAM = ((_sam_pixels,), _sam_grad), ((_kl_pixels, _sam_pixels), _kl_sam_grad)

@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .kernels import _gauss_1d, _blur_matrix, _blur2d, cpu_kernels, _on_kernel, _grad_times
-from .kernels import _SSIMKernel, _SpectralKernel, _kl_pixels, _kl_grad, _sam_pixels, _sam_grad
+from .kernels import _SSIMKernel, _SpectralKernel, _KL, _SAM, _KL_SAM
 
 # %% auto #0
 __all__ = ['DISTILL_TARGETS', 'masked_mse', 'ssim_map', 'ssim_loss', 'block_ssim', 'patch_ssim_loss', 'spectral_kl',
@@ -272,10 +272,9 @@ def _kl_w(pred, target, w, eps: float = 1e-4, reflectance=None):
     pred, target, reflectance = _spectral_args(pred, target, w, reflectance)
     if _fused(target, w):
         if _on_kernel(pred, target, w):
-            return _SpectralKernel.apply(pred, target, w, eps, (_kl_pixels, _kl_grad), reflectance)
+            return _SpectralKernel.apply(pred, target, w, (eps,), _KL, reflectance)
         return _KLTerm.apply(pred, target, w, eps)
-    p = pred.clamp_min(eps)
-    t = target.clamp_min(eps)
+    p, t = pred.clamp_min(eps), target.clamp_min(eps)
     # KL(t || p) with p, t normalised = sum t' (log t' - log p'), and log p' = log p - log sum p (no full-size division)
     tn = t * t.sum(1, keepdim=True).reciprocal()
     kl = (tn * (t.log() - p.log())).sum(1, keepdim=True) - tn.sum(1, keepdim=True) * (
@@ -335,8 +334,15 @@ def _sam_w(pred, target, w, eps: float = 1e-12, reflectance=None):
     if not _fused(target, w):
         return _wmean(spectral_angle(pred, target, eps), w)
     if _on_kernel(pred, target, w):
-        return _SpectralKernel.apply(pred, target, w, eps, (_sam_pixels, _sam_grad), reflectance)
+        return _SpectralKernel.apply(pred, target, w, (eps,), _SAM, reflectance)
     return _SAMTerm.apply(pred, target, w, eps)
+
+def _kl_sam_w(pred, target, w, reflectance=None, kl: bool = True, sam: bool = True) -> dict:
+    "{'kl': `_kl_w`, 'sam': `_sam_w`} (default eps) for the terms asked; both on the CPU kernels: one gradient (`_KL_SAM`)."
+    p, t, r = _spectral_args(pred, target, w, reflectance)
+    if kl and sam and _fused(t, w) and _on_kernel(p, t, w):
+        return dict(zip(("kl", "sam"), _SpectralKernel.apply(p, t, w, (1e-4, 1e-12), _KL_SAM, r)))
+    return {k: f(pred, target, w, reflectance=reflectance) for k, f, on in (("kl", _kl_w, kl), ("sam", _sam_w, sam)) if on}
 
 def sam_loss(pred, target, mask=None) -> torch.Tensor:
     "Mean spectral angle (radians) over weighted pixels."
@@ -579,8 +585,8 @@ class HyperKDLoss(nn.Module):
                 ws, pr, tr = _take_pixels(ks, seed, valid, pr, tr)
             tr0 = tr if own or reflectance is not None or not nodata else tr.nan_to_num(1e-4)
             est = (lambda v: v) if ks == 1 else (lambda v: _pixel_estimate(v, ws, valid))
-            if w.kl: terms["kl"] = est(_kl_w(pr, tr0, ws, reflectance=reflectance))  # converted there (or as read)
-            if w.sam: terms["sam"] = est(_sam_w(pr, tr0, ws, reflectance=reflectance))
+            for k, v in _kl_sam_w(pr, tr0, ws, reflectance, bool(w.kl), bool(w.sam)).items():  # converted there (or as read)
+                terms[k] = est(v)
         if w.distill and student_tokens and teacher_tokens:
             missing = set(student_tokens) ^ set(teacher_tokens)
             if missing:
