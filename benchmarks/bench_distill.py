@@ -19,7 +19,8 @@ Variants of one optimiser step (forward, backward, AdamW) on the same student an
 The teacher is an untrained prithvi-small (same cost as a trained one). The variants are timed in interleaved
 rounds (one step of each per round, --repeats rounds); prints each median step time (and the minimum), the
 ratios of the medians to the baseline (target for hyperkd: <= 1.3) and achieved FLOP/s / the matmul peak.
---no-compile skips the compiled variants; --variants picks some.
+--no-compile skips the compiled variants; --variants picks some. The process keeps freed blocks up to 64 MiB on its
+heap as the training commands do (hyperkd.cli.keep_heap); --default-heap leaves glibc's allocator as it is.
 
     python benchmarks/bench_distill.py --memory [--img 128 --student base --batch 8]
 
@@ -45,6 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import hyperkd.step
 from hyperkd.ablation import ABLATION_VARIANTS
+from hyperkd.cli import keep_heap
 from hyperkd.distill import TrainConfig, Trainer
 from hyperkd.models import PRITHVI_PRESETS, PrithviMAE, save_prithvi
 
@@ -111,6 +113,8 @@ def _status_kib(key: str) -> int:
 
 def memory_child(a, which: str):
     "One HyperKD step in this (fresh) process; prints JSON: resident set before the step and its peak during it (MiB)."
+    heap = "glibc default" if a.default_heap else "kept (hyperkd.cli.keep_heap, as the training commands)" if keep_heap() \
+        else "glibc default (keep_heap not applicable here)"
     tmp = Path(tempfile.mkdtemp())
     os.environ.setdefault("HYPERKD_CACHE", str(tmp / "cache"))
     torch.manual_seed(0)
@@ -163,12 +167,16 @@ def main():
     ap.add_argument("--data", nargs="*", help="cube files (GeoTIFF/COG) instead of the demo scene (e.g. on a machine "
                                            "without the sample-data packages)")
     ap.add_argument("--memory", action="store_true", help="peak memory of a step, loss before issue #20 and now")
+    ap.add_argument("--default-heap", action="store_true", help="leave glibc's allocator as it is (the training commands "
+                    "call hyperkd.cli.keep_heap, and so does this benchmark unless this flag is given)")
     ap.add_argument("--memory-child", choices=["before", "after", "fast"], help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.memory_child:
         return memory_child(a, a.memory_child)
     if a.memory:
         return memory(a)
+    heap = "glibc default" if a.default_heap else "kept (hyperkd.cli.keep_heap, as the training commands)" if keep_heap() \
+        else "glibc default (keep_heap not applicable here)"
     tmp = Path(tempfile.mkdtemp())
     os.environ.setdefault("HYPERKD_CACHE", str(tmp / "cache"))
     torch.manual_seed(0)
@@ -209,7 +217,8 @@ def main():
     if dev.type == "cuda":  # the steps run under bf16 autocast there: compare with the bf16 matmul peak
         peak, kind = matmul_peak(dev, 8192, torch.bfloat16), "bf16"
     print(f"device {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}), torch {torch.__version__}; "
-          f"{kind} matmul peak {peak / 1e9:.0f} GFLOP/s; batch {a.batch}, {a.img} px, patch {a.patch}, student {a.student}")
+          f"{kind} matmul peak {peak / 1e9:.0f} GFLOP/s; batch {a.batch}, {a.img} px, patch {a.patch}, student {a.student}; "
+          f"heap {heap}")
     steps, flops = {}, {}
     for name, cfg in variants.items():
         with (loss_before() if name == "hyperkd-before" else contextlib.nullcontext()):

@@ -6,6 +6,9 @@
 from __future__ import annotations
 
 import argparse
+import ctypes
+import os
+import platform
 import sys
 from pathlib import Path
 
@@ -15,7 +18,7 @@ from .distill import resume, train
 from .models import PRITHVI_PRESETS
 
 # %% auto #0
-__all__ = ['build_parser', 'config_from_args', 'main']
+__all__ = ['build_parser', 'keep_heap', 'config_from_args', 'main']
 
 # %% ../nbs/05_cli.ipynb #dc94651e
 def _export_parser(sub):
@@ -138,6 +141,19 @@ def _designs(a) -> int:
     print(f"results: {a.out}")
     return 0
 
+# %% ../nbs/05_cli.ipynb #heap0002
+_MALLOPT = {-1: 1 << 30, -3: 64 << 20}  # glibc malloc.h: M_TRIM_THRESHOLD 1 GiB, M_MMAP_THRESHOLD 64 MiB
+
+def keep_heap() -> bool:
+    """Keep freed blocks up to 64 MiB on this process's heap (glibc `mallopt`, see above). True where it was applied
+    (Linux with glibc, not turned off by HYPERKD_KEEP_HEAP=0 or the MALLOC_*_THRESHOLD_ variables), else False."""
+    if os.environ.get("HYPERKD_KEEP_HEAP", "1") == "0" or {"MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_"} & set(os.environ):
+        return False
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)  # the C library the process runs on
+    return all(libc.mallopt(k, v) == 1 for k, v in _MALLOPT.items())
+
 # %% ../nbs/05_cli.ipynb #00104da7
 def config_from_args(a) -> TrainConfig:
     "The TrainConfig a command line asks for (mode defaults < --config < flags < --set)."
@@ -165,6 +181,8 @@ def main(argv=None) -> int:
         return _serve(a.command, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if a.command != "export":  # the commands that train models
+        keep_heap()
     if a.command in ("ablate", "designs", "export"):
         code, out = exit_status(lambda: {"ablate": _ablate, "designs": _designs, "export": _export}[a.command](a),
                                 f"hyperkd {a.command}", signals=())
