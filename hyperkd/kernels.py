@@ -165,9 +165,9 @@ def _blur_w(src, dst, g, row, adjoint):
 
 # %% ../nbs/01c0_kernels.ipynb #krn00012
 @_jit()
-def _ssim_planes(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals):
+def _ssim_planes(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals, sq):
     """For the (image, band) pairs n0..n1 − 1 (n = image · C + band): Σ over pixels of w · SSIM into totals[n], and
-    (if `grad` is not empty) the gradient of −Σ w SSIM / den into `grad`.
+    (if `grad` is not empty) the gradient of −Σ w SSIM / den into `grad`; Σ w (p − t)² into sq[n] (zeros), for MSE.
     p, t: (B, C, H, W), already multiplied by v; w, inv (1 / blur(v)), v: (B, H, W); c1, c2: (C,); g: the window;
     k: [2, 1, −1 / den] in the images' dtype; totals: zeros. See `_SSIMTerm` for the algebra."""
     B, C, H, W = p.shape
@@ -178,10 +178,13 @@ def _ssim_planes(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals):
         mp, mt, e2, ex, half = np.empty((H, W), p.dtype), np.empty((H, W), p.dtype), np.empty((H, W), p.dtype), \
             np.empty((H, W), p.dtype), np.empty((H, W), p.dtype)
         row = np.empty(W + len(g), p.dtype)
+        d2 = sq[n]  # 0, in the dtype
         for i in range(H):
             for j in range(W):
                 e2[i, j] = P[i, j] * P[i, j] + T[i, j] * T[i, j]
                 ex[i, j] = P[i, j] * T[i, j]
+                d2 += (P[i, j] - T[i, j]) * (P[i, j] - T[i, j]) * wb[i, j]
+        sq[n] = d2
         _blur_w(P, half, g, row, False); _blur_h(half, mp, g, False)  # the four moment maps, blurred
         _blur_w(T, half, g, row, False); _blur_h(half, mt, g, False)
         _blur_w(e2, half, g, row, False); _blur_h(half, e2, g, False)
@@ -211,7 +214,7 @@ def _ssim_planes(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals):
                 for j in range(W):
                     G[i, j] = ex[i, j] * T[i, j] + two * e2[i, j] * P[i, j] + mp[i, j] * vb[i, j]
 
-# %% ../nbs/01c0_kernels.ipynb #krn00024
+# %% ../nbs/01c0_kernels.ipynb #krn00030
 @_jit()
 def _win(g, r, j):
     "Σₖ g[k] r[j + k], k = 0..6 (`g` a 7-tuple): the 7-tap window along a padded row, summed in registers."
@@ -231,8 +234,9 @@ def _fold(y, n):
         y[m + 4] += y[2 - m]
         y[n + 1 - m] += y[n + 3 + m]
 
+# %% ../nbs/01c0_kernels.ipynb #krn00024
 @_jit()
-def _ssim_planes7(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals):
+def _ssim_planes7(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals, sq):
     "`_ssim_planes` for a 7-tap window `g` (images of at least 4 × 4 px): the same arguments and sums, in fewer passes."
     B, C, H, W = p.shape
     two, one, nd = k[0], k[1], k[2]
@@ -246,19 +250,20 @@ def _ssim_planes7(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals):
     for n in range(n0, n1):
         b, c = n // C, n % C
         P, T, wb, ib = p[b, c], t[b, c], w[b], inv[b]
-        cc1, cc2 = c1[c], c2[c]
+        cc1, cc2, d2 = c1[c], c2[c], sq[n]
         for i in range(H):  # along W: the four moment maps made as the row is read, reflect-padded by 3, blurred
-            Pr, Tr = P[i], T[i]
+            Pr, Tr, wr = P[i], T[i], wb[i]
             for j in range(W):
                 a, e = Pr[j], Tr[j]
                 rp[j + 3], rt[j + 3], re[j + 3], rx[j + 3] = a, e, a * a + e * e, a * e
+                d2 += (a - e) * (a - e) * wr[j]  # Σ w (p − t)², for MSE
             for m in range(3):
                 rp[2 - m], rt[2 - m], re[2 - m], rx[2 - m] = rp[m + 4], rt[m + 4], re[m + 4], rx[m + 4]
                 rp[W + 3 + m], rt[W + 3 + m], re[W + 3 + m], rx[W + 3 + m] = \
                     rp[W + 1 - m], rt[W + 1 - m], re[W + 1 - m], rx[W + 1 - m]
             for j in range(W):
                 hp[i, j], ht[i, j], he[i, j], hx[i, j] = _win(g, rp, j), _win(g, rt, j), _win(g, re, j), _win(g, rx, j)
-        s = totals[n]  # 0, in the dtype
+        sq[n], s = d2, totals[n]  # 0, in the dtype
         for i in range(H):  # along H, and at once the SSIM map and its derivative maps (as `_ssim_planes`), row by row
             rows = (_reflect(i - 3, H), _reflect(i - 2, H), _reflect(i - 1, H), i,
                     _reflect(i + 1, H), _reflect(i + 2, H), _reflect(i + 3, H))
@@ -295,6 +300,16 @@ def _ssim_planes7(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals):
             for j in range(W):
                 Gr[j] = ox[j + 3] * Tr[j] + two * oe[j + 3] * Pr[j] + om[j + 3] * vr[j]
 
+@_jit()
+def _mse_ssim_grad(n0, n1, src, dst, p, t, w, a, b):
+    "dst = a · src + b · w (p − t) for the (image, band) pairs n0..n1 − 1 (`_mse_ssim_times`; dst may be src)."
+    B, C, H, W = p.shape
+    for n in range(n0, n1):
+        S, D, P, T, wb = src[n // C, n % C], dst[n // C, n % C], p[n // C, n % C], t[n // C, n % C], w[n // C]
+        for i in range(H):
+            for j in range(W):
+                D[i, j] = a * S[i, j] + b * wb[i, j] * (P[i, j] - T[i, j])
+
 # %% ../nbs/01c0_kernels.ipynb #krn00013
 def _grad_times(ctx, go: torch.Tensor) -> torch.Tensor:
     """`ctx.grad` (a gradient a term made in its forward pass) times `go`. On the CPU the first backward scales it in
@@ -312,29 +327,48 @@ def _grad_times(ctx, go: torch.Tensor) -> torch.Tensor:
     ctx.factor = float(go)
     return ctx.grad.mul_(go)
 
+def _mse_ssim_times(ctx, go_mse: torch.Tensor, go_ssim: torch.Tensor) -> torch.Tensor:
+    """`_SSIMKernel`'s gradient with MSE: go_ssim · ctx.grad + go_mse · 2 w (p − t) / den, in one pass
+    (`_mse_ssim_grad`); made in place the first time, as `_grad_times`, and anew for a kept graph's next backward."""
+    p, t, w = ctx.saved_tensors
+    gs, gm, last = float(go_ssim), 2.0 * float(go_mse) / ctx.den, getattr(ctx, "factor", None)
+    if last is None and gs != 0.0:
+        a, b, out = gs, gm, ctx.grad
+        ctx.factor = (gs, gm)
+    else:  # out = a · (what ctx.grad holds now) + b · the MSE gradient
+        a = 0.0 if last is None else gs / last[0]
+        b = gm if last is None else gm - a * last[1]  # 0 when the factors repeat
+        out = torch.empty(ctx.grad.shape, dtype=ctx.grad.dtype)
+    typed = _typed(p.dtype)
+    _run_kernel(_mse_ssim_grad, p.shape[0] * p.shape[1], ctx.grad, out, p, t, w[:, 0], typed(a), typed(b))
+    return out
+
 class _SSIMKernel(torch.autograd.Function):
     """`_SSIMTerm` (`01c_losses`) on the CPU through `_ssim_planes7` (a 7-tap window) or `_ssim_planes`: the same loss
-    and gradient, made in the forward pass."""
+    and gradient, made in the forward pass. `mse`: (masked MSE, that), the MSE from the same pass and its gradient
+    added in the backward pass's one pass over the gradient (`_mse_ssim_times`)."""
     @staticmethod
-    def forward(ctx, p, t, w, v, c1, c2, g):
+    def forward(ctx, p, t, w, v, c1, c2, g, mse=False):
         B, C, H, W = p.shape
         den = (w.sum() * C).clamp_min(1e-12)
         if v is None:
             inv = vb = torch.ones(B, H, W, dtype=p.dtype)
         else:  # normalised convolution, as in ssim_map
             p, t, inv, vb = p * v, t * v, _blur2d(v, g).clamp_min(1e-12).reciprocal()[:, 0], v[:, 0]
+        if mse:  # for the MSE part of the gradient (p, t times v: nodata counts in neither term)
+            ctx.save_for_backward(p, t, w)
         const = lambda c: torch.as_tensor(c, dtype=p.dtype).reshape(-1).expand(C)
         k = torch.tensor([2.0, 1.0, -1.0 / float(den)], dtype=p.dtype)
         grad = p.new_empty(p.shape if ctx.needs_input_grad[0] else (0, 0, 0, 0))  # contiguous, whatever p's layout
-        totals = p.new_zeros(B * C)  # each task's running sum starts there
+        totals, sq = p.new_zeros(B * C), p.new_zeros(B * C)  # each task's running sums start there
         kernel = _ssim_planes7 if len(g) == 7 else _ssim_planes
-        _run_kernel(kernel, B * C, p, t, w[:, 0], inv, vb, const(c1), const(c2), g, k, grad, totals)
-        ctx.grad = grad  # not saved: scaled in place in backward (`_grad_times`)
-        return 1.0 - totals.sum() / den
+        _run_kernel(kernel, B * C, p, t, w[:, 0], inv, vb, const(c1), const(c2), g, k, grad, totals, sq)
+        ctx.grad, ctx.mse, ctx.den = grad, mse, float(den)  # not saved: scaled in place in backward (`_grad_times`)
+        return (sq.sum() / den, 1.0 - totals.sum() / den) if mse else 1.0 - totals.sum() / den
 
     @staticmethod
-    def backward(ctx, go):
-        return _grad_times(ctx, go), None, None, None, None, None, None
+    def backward(ctx, *go):
+        return _mse_ssim_times(ctx, *go) if ctx.mse else _grad_times(ctx, go[0]), None, None, None, None, None, None, None
 
 # %% ../nbs/01c0_kernels.ipynb #krn00016
 _CHUNK = 512  # pixels per task of the spectral kernels: their per-pixel sums stay in the core's cache

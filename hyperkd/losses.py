@@ -16,11 +16,15 @@ import torch.nn.functional as F
 
 from .kernels import _gauss_1d, _blur_matrix, _blur2d, cpu_kernels, _on_kernel, _grad_times
 from .kernels import _SSIMKernel, _SpectralKernel, _KL, _SAM, _KL_SAM
+from .sampling import band_subset, band_means, stratified_pixels, _band_estimate, _gather_pixels, _pixel_estimate
+from .sampling import _check_cheaper_terms, _draw_sample, _check_sizes, _take_bands, _take_pixels
+
+_all_ = ['band_subset', 'band_means', 'stratified_pixels']  # importable from here, as before the split
 
 # %% auto #0
 __all__ = ['DISTILL_TARGETS', 'masked_mse', 'ssim_map', 'ssim_loss', 'block_ssim', 'patch_ssim_loss', 'spectral_kl',
-           'spectral_angle', 'sam_loss', 'feature_distill_loss', 'target_signal', 'TargetNorm', 'band_subset',
-           'band_means', 'stratified_pixels', 'LossWeights', 'HyperKDLoss']
+           'spectral_angle', 'sam_loss', 'feature_distill_loss', 'target_signal', 'TargetNorm', 'LossWeights',
+           'HyperKDLoss', 'band_subset', 'band_means', 'stratified_pixels']
 
 # %% ../nbs/01c_losses.ipynb #h20b0005
 def _finite(x: torch.Tensor) -> torch.Tensor:
@@ -185,14 +189,19 @@ def ssim_loss(pred, target, mask=None, window: int = 7, data_range=None) -> torc
     finite = _finite(target)
     return _ssim_w(pred, target.nan_to_num(0.0), _weights(target, mask, finite), window, data_range, _nodata_arg(finite))
 
-def _ssim_w(pred, t0, w, window, data_range, valid=None):
+def _ssim_w(pred, t0, w, window, data_range, valid=None, mse: bool = False):
+    "1 − weighted mean SSIM; `mse`: (`_mse_w`, that), on the CPU kernel from one pass and with one gradient."
+    if mse and not (_fused(t0, w) and _on_kernel(pred, t0, w)):
+        return _mse_w(pred, t0, w), _ssim_w(pred, t0, w, window, data_range, valid)
     if not _fused(t0, w):  # compiled code fuses the autograd graph itself
         return 1.0 - _wmean(ssim_map(pred, t0, window, data_range=data_range, valid=valid), w)
     _check_window(*t0.shape[-2:], window)
     v = None if valid is None else (valid > 0).to(t0.dtype)
     c1, c2 = _ssim_constants(t0, data_range, v)
-    term = _SSIMKernel if _on_kernel(pred, t0, w) else _SSIMTerm
-    return term.apply(pred, t0, w, v, c1, c2, _gauss_1d(window, 1.5, t0.device, t0.dtype))
+    g = _gauss_1d(window, 1.5, t0.device, t0.dtype)
+    if _on_kernel(pred, t0, w):
+        return _SSIMKernel.apply(pred, t0, w, v, c1, c2, g, mse)
+    return _SSIMTerm.apply(pred, t0, w, v, c1, c2, g)
 
 # %% ../nbs/01c_losses.ipynb #h20b0029
 def block_ssim(pred: torch.Tensor, target: torch.Tensor, block: int, mask: torch.Tensor | None = None,
@@ -422,96 +431,6 @@ class TargetNorm(nn.Module):
             self.update(t)
         return (t.detach().float() - self.mean) / torch.sqrt(self.var + self.eps)
 
-# %% ../nbs/01c_losses.ipynb #smp00002
-def band_subset(n_bands: int, stride: int, offset: int) -> slice:
-    "Bands `offset`, `offset + stride`, ... of `n_bands`: a strided subset spread over the whole spectrum."
-    if not (isinstance(stride, int) and stride >= 1 and 0 <= offset < stride):
-        raise ValueError(f"band_subset: need an int stride >= 1 and 0 <= offset < stride; got stride={stride!r}, offset={offset!r}.")
-    return slice(offset, n_bands, stride)
-
-def _band_estimate(term_sub, n_kept: int, n_bands: int, stride: int):
-    "1 − SSIM over a band subset → an unbiased estimate of 1 − SSIM over all `n_bands` (mean over the offsets = full term)."
-    return 1.0 - (1.0 - term_sub) * (n_kept * stride / n_bands)
-
-def band_means(x: torch.Tensor, width: int) -> torch.Tensor:
-    "(B, C, H, W) → (B, ceil(C / width), H, W): the means of `width` adjacent bands (the last group may be narrower)."
-    if not (isinstance(width, int) and width >= 1):
-        raise ValueError(f"band_means: width must be an int >= 1, got {width!r}.")
-    C = x.shape[1]
-    n = C // width * width
-    parts = ([x[:, :n].unflatten(1, (C // width, width)).mean(2)] if n else []) + ([x[:, n:].mean(1, keepdim=True)] if n < C else [])
-    return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
-
-def stratified_pixels(batch: int, H: int, W: int, stride: int, generator: torch.Generator | None = None):
-    """One pixel drawn uniformly in each `stride` x `stride` cell of each image (edge cells may be smaller):
-    (flat pixel indices (batch, n_cells) into H * W, int64; each cell's area in pixels (n_cells,), float)."""
-    if not (isinstance(stride, int) and stride >= 1):
-        raise ValueError(f"stratified_pixels: stride must be an int >= 1, got {stride!r}.")
-    hs, ws = torch.arange(0, H, stride), torch.arange(0, W, stride)
-    ch, cw = (H - hs).clamp(max=stride), (W - ws).clamp(max=stride)  # cell heights and widths
-    u = torch.rand(batch, len(hs), len(ws), 2, generator=generator)
-    rows = hs[:, None] + (u[..., 0] * ch[:, None]).long()  # (batch, nH, nW)
-    cols = ws[None, :] + (u[..., 1] * cw[None, :]).long()
-    return (rows * W + cols).reshape(batch, -1), (ch[:, None] * cw[None, :]).reshape(-1).float()
-
-def _gather_pixels(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    "(B, C, H, W) at flat pixel indices idx (B, n) → (B, C, n, 1): the drawn spectra, as an image one pixel wide."
-    return x.flatten(2).gather(2, idx[:, None].expand(-1, x.shape[1], -1)).unsqueeze(-1)
-
-def _pixel_estimate(term_sub, w_area, w):
-    """A term's weighted mean over drawn pixels weighted by `w_area` (their weights x their cells' areas) → an
-    unbiased estimate of its weighted mean over all pixels of `w`."""
-    return term_sub * (w_area.sum() / w.sum().clamp_min(1e-12))
-
-# %% ../nbs/01c_losses.ipynb #smp00011
-def _check_cheaper_terms(ssim_window, ssim_band_stride: int, spectral_pixel_stride: int, ssim_band_bin: int):
-    "ValueError naming the setting for cheaper-term settings that are not ints >= 1 or that cannot go together."
-    for k, v in (("ssim_band_stride", ssim_band_stride), ("spectral_pixel_stride", spectral_pixel_stride),
-                 ("ssim_band_bin", ssim_band_bin)):
-        if not (isinstance(v, int) and v >= 1):
-            raise ValueError(f"{k} must be an int >= 1 (1: the full term), got {v!r}.")
-    if (ssim_band_stride > 1 or ssim_band_bin > 1) and ssim_window == "patch":
-        raise ValueError("ssim_band_stride and ssim_band_bin apply to the Gaussian SSIM window; with ssim_window='patch' "
-                         "leave them at 1.")
-    if ssim_band_stride > 1 and ssim_band_bin > 1:
-        raise ValueError("ssim_band_stride (SSIM on a band subset) and ssim_band_bin (SSIM of band means) exclude each "
-                         "other: set one of them to 1.")
-
-@torch.compiler.disable
-def _draw_sample(offsets, band_stride: int):
-    "(band offset, pixel seed) as ints: `offsets` (ints or a tensor), or drawn from torch's global generator."
-    if offsets is None:
-        return int(torch.randint(band_stride, ())), int(torch.randint(2 ** 62, ()))
-    vals = offsets.tolist() if torch.is_tensor(offsets) else list(offsets) if isinstance(offsets, (tuple, list)) else None
-    if vals is None or len(vals) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) for v in vals):
-        raise ValueError(f"offsets must be two ints (band offset, pixel seed), got {offsets!r}.")
-    o, seed = vals
-    if not 0 <= o < band_stride:
-        raise ValueError(f"offsets {(o, seed)}: the band offset must be in [0, ssim_band_stride={band_stride}).")
-    return o, seed
-
-def _check_sizes(shape, ssim_band_stride: int, spectral_pixel_stride: int, ssim_band_bin: int):
-    "ValueError when a stride or bin is larger than the images of `shape` (B, C, H, W): an empty or one-element subset."
-    C, H, W = shape[1:]
-    for k, v, n, what in (("ssim_band_stride", ssim_band_stride, C, "bands"), ("ssim_band_bin", ssim_band_bin, C, "bands"),
-                          ("spectral_pixel_stride", spectral_pixel_stride, min(H, W), "pixels a side")):
-        if v > n:
-            raise ValueError(f"{k}={v} is larger than the images' {n} {what}: choose at most {n} (1: the full term).")
-
-@torch.compiler.disable
-def _take_bands(bands: slice, *xs):
-    "Each of `xs` at `bands`, copied (compiled code sees tensors of fixed shape, not the offset)."
-    return tuple(x[:, bands].contiguous() for x in xs)
-
-@torch.compiler.disable
-def _take_pixels(stride: int, seed: int, w, *xs):
-    "`stratified_pixels` drawn with `seed`: the weights x cell areas (B, 1, n, 1), then each of `xs` at those pixels."
-    B, _, H, W = xs[0].shape
-    idx, area = stratified_pixels(B, H, W, stride, torch.Generator().manual_seed(seed))
-    idx, area = idx.to(xs[0].device), area.to(device=xs[0].device, dtype=w.dtype)
-    return (_gather_pixels(w, idx) * area[None, None, :, None], *(_gather_pixels(x, idx) for x in xs))
-
-
 # %% ../nbs/01c_losses.ipynb #lw000001
 @dataclass
 class LossWeights:
@@ -567,14 +486,16 @@ class HyperKDLoss(nn.Module):
         kb, ks = self.ssim_band_stride, self.spectral_pixel_stride
         _check_sizes(pred.shape, kb, ks, self.ssim_band_bin)
         o, seed = _draw_sample(offsets, kb) if kb > 1 or ks > 1 else (0, 0)  # full terms: no draw, runs stay as they were
-        if w.mse: terms["mse"] = _mse_w(pred, t0, valid)
+        both = bool(w.mse and w.ssim) and self.ssim_window != "patch" and kb == 1 and self.ssim_band_bin == 1
+        if w.mse and not both: terms["mse"] = _mse_w(pred, t0, valid)
         if w.ssim and self.ssim_window == "patch":
             terms["ssim"] = _patch_ssim_w(pred, t0, valid, self.patch_size, self.ssim_data_range)
         elif w.ssim:
             ps, ts = (pred, t0) if kb == 1 else _take_bands(band_subset(pred.shape[1], kb, o), pred, t0)
             if self.ssim_band_bin > 1:
                 ps, ts = band_means(ps, self.ssim_band_bin), band_means(ts, self.ssim_band_bin)
-            s = _ssim_w(ps, ts, valid, self.ssim_window, self.ssim_data_range, _nodata_arg(finite))
+            s = _ssim_w(ps, ts, valid, self.ssim_window, self.ssim_data_range, _nodata_arg(finite), mse=both)
+            if both: terms["mse"], s = s  # MSE from SSIM's pass on a CPU
             terms["ssim"] = s if kb == 1 else _band_estimate(s, ps.shape[1], pred.shape[1], kb)
         if w.kl or w.sam:
             own = reflectance is None and target_refl is None  # the spectral terms' target is `target`, nodata filled
