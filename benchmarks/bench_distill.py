@@ -13,7 +13,7 @@ Variants of one optimiser step (forward, backward, AdamW) on the same student an
               through every term), to measure the change side by side
   hyperkd-compiled : the same with the loss compiled by torch.compile (the trainer's default on CUDA)
   hyperkd-patch, hyperkd-patch-compiled : hyperkd with SSIM in one window per MAE patch (ssim_window="patch")
-  hyperkd-fast : hyperkd with the cheaper terms of 01c_losses, eager: SSIM of 16-band means (ssim_band_bin=16), KL
+  hyperkd-fast : hyperkd with the cheaper terms of 01c1_sampling, eager: SSIM of 16-band means (ssim_band_bin=16), KL
               and SAM on one pixel drawn per 4 x 4 cell (spectral_pixel_stride=4); off by default (03c_ablation)
   hyperkd-sampled : SSIM on every 16th band (ssim_band_stride=16), KL and SAM on one pixel per 8 x 8 cell, eager
 The teacher is an untrained prithvi-small (same cost as a trained one). The variants are timed in interleaved
@@ -70,7 +70,7 @@ def matmul_peak(dev, n: int, dtype) -> float:
 
 
 def cheaper_terms(variant: str) -> dict:
-    "The cheaper-term settings of an ablation variant (01c_losses; off by default), so the benchmark times what the study trained."
+    "The cheaper-term settings of an ablation variant (01c1_sampling; off by default), so the benchmark times what the study trained."
     return {k: v for k, v in ABLATION_VARIANTS[variant].items() if k in ("ssim_band_stride", "spectral_pixel_stride", "ssim_band_bin")}
 
 
@@ -155,13 +155,13 @@ def memory(a):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--img", type=int, default=64)
-    ap.add_argument("--patch", type=int, default=8)
-    ap.add_argument("--student", default="tiny")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--device", default="auto")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=type("F", (argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter), {}))
+    ap.add_argument("--batch", type=int, default=8, help="images per step")
+    ap.add_argument("--img", type=int, default=64, help="image size in px")
+    ap.add_argument("--patch", type=int, default=8, help="MAE patch size in px")
+    ap.add_argument("--student", default="tiny", help="student preset")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved rounds (the medians are over them)")
+    ap.add_argument("--device", default="auto", help="cpu, cuda, or auto (as the trainer)")
     ap.add_argument("--no-compile", action="store_true", help="skip the variants with the torch.compile'd loss")
     ap.add_argument("--variants", nargs="*", help="run only these (and their baselines, mae / mae-compiled)")
     ap.add_argument("--data", nargs="*", help="cube files (GeoTIFF/COG) instead of the demo scene (e.g. on a machine "
