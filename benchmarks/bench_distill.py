@@ -20,7 +20,9 @@ The teacher is an untrained prithvi-small (same cost as a trained one). The vari
 rounds (one step of each per round, --repeats rounds); prints each median step time (and the minimum), the
 ratios of the medians to the baseline (target for hyperkd: <= 1.3) and achieved FLOP/s / the matmul peak.
 --no-compile skips the compiled variants; --variants picks some. The process keeps freed blocks up to 64 MiB on its
-heap as the training commands do (hyperkd.cli.keep_heap); --default-heap leaves glibc's allocator as it is.
+heap as the training commands do (hyperkd.cli.keep_heap); --default-heap leaves glibc's allocator as it is. It imports
+hyperkd.cli before torch, as the `hyperkd` command does, so libgomp's idle threads spin briefly (GOMP_SPINCOUNT, see
+hyperkd.cli.SPIN_SET); --default-spin leaves libgomp's default.
 
     python benchmarks/bench_distill.py --memory [--img 128 --student base --batch 8]
 
@@ -41,6 +43,8 @@ import tempfile
 import time
 from pathlib import Path
 
+if "--default-spin" not in sys.argv:
+    import hyperkd.cli  # noqa: F401  before torch, as the `hyperkd` command: sets GOMP_SPINCOUNT (hyperkd.cli.SPIN_SET)
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -167,6 +171,8 @@ def main():
     ap.add_argument("--data", nargs="*", help="cube files (GeoTIFF/COG) instead of the demo scene (e.g. on a machine "
                                            "without the sample-data packages)")
     ap.add_argument("--memory", action="store_true", help="peak memory of a step, loss before issue #20 and now")
+    ap.add_argument("--default-spin", action="store_true", help="libgomp's default spin of idle OpenMP threads (the "
+                    "`hyperkd` command shortens it: hyperkd.cli.SPIN_SET)")
     ap.add_argument("--default-heap", action="store_true", help="leave glibc's allocator as it is (the training commands "
                     "call hyperkd.cli.keep_heap, and so does this benchmark unless this flag is given)")
     ap.add_argument("--memory-child", choices=["before", "after", "fast"], help=argparse.SUPPRESS)
@@ -218,7 +224,7 @@ def main():
         peak, kind = matmul_peak(dev, 8192, torch.bfloat16), "bf16"
     print(f"device {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}), torch {torch.__version__}; "
           f"{kind} matmul peak {peak / 1e9:.0f} GFLOP/s; batch {a.batch}, {a.img} px, patch {a.patch}, student {a.student}; "
-          f"heap {heap}")
+          f"heap {heap}; OpenMP spin GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset (libgomp default)')}")
     steps, flops = {}, {}
     for name, cfg in variants.items():
         with (loss_before() if name == "hyperkd-before" else contextlib.nullcontext()):

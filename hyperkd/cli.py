@@ -12,13 +12,18 @@ import platform
 import sys
 from pathlib import Path
 
+_SPIN = "10000"  # GOMP_SPINCOUNT for a process that runs the CPU kernels: see "OpenMP threads that wait"
+SPIN_SET = "torch" not in sys.modules and not {"GOMP_SPINCOUNT", "OMP_WAIT_POLICY"} & set(os.environ)
+if SPIN_SET:  # before torch loads libgomp, which reads it once
+    os.environ["GOMP_SPINCOUNT"] = _SPIN
+
 from .config import TrainConfig, apply_overrides
 from .signals import STOP_SIGNALS, exit_status
 from .distill import resume, train
 from .models import PRITHVI_PRESETS
 
 # %% auto #0
-__all__ = ['build_parser', 'keep_heap', 'config_from_args', 'main']
+__all__ = ['SPIN_SET', 'build_parser', 'keep_heap', 'config_from_args', 'main']
 
 # %% ../nbs/05_cli.ipynb #dc94651e
 def _export_parser(sub):
