@@ -165,6 +165,17 @@ def _blur_w(src, dst, g, row, adjoint):
 
 # %% ../nbs/01c0_kernels.ipynb #krn00012
 @_jit()
+def _ssim_factors(up, ut, e2, ex, c1, c2, two, one):
+    """SSIM at a pixel from its windowed moments μp, μt, E[p² + t²], E[pt] (renormalised by 1 / blur(v)), with
+    the factors its gradient needs: (A₁, A₂, B₁, B₂, r = 1 / (B₁ B₂), S = A₁ A₂ r). `_SSIMTerm` has the algebra."""
+    q = up * up + ut * ut
+    B1, B2 = q + c1, e2 - q + c2
+    A1 = two * up * ut + c1
+    A2 = two * ex - A1 + c1 + c2
+    r = one / (B1 * B2)  # the one division: 1 / B1 = B2 r, 1 / B2 = B1 r
+    return A1, A2, B1, B2, r, A1 * A2 * r
+
+@_jit()
 def _ssim_planes(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals, sq):
     """For the (image, band) pairs n0..n1 − 1 (n = image · C + band): Σ over pixels of w · SSIM into totals[n], and
     (if `grad` is not empty) the gradient of −Σ w SSIM / den into `grad`; Σ w (p − t)² into sq[n] (zeros), for MSE.
@@ -193,12 +204,8 @@ def _ssim_planes(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals, sq):
         for i in range(H):
             for j in range(W):
                 up, ut = mp[i, j] * ib[i, j], mt[i, j] * ib[i, j]
-                q = up * up + ut * ut
-                B1, B2 = q + c1[c], e2[i, j] * ib[i, j] - q + c2[c]
-                A1 = two * up * ut + c1[c]
-                A2 = two * ex[i, j] * ib[i, j] - A1 + c1[c] + c2[c]
-                r = one / (B1 * B2)
-                S = A1 * A2 * r
+                A1, A2, B1, B2, r, S = _ssim_factors(up, ut, e2[i, j] * ib[i, j], ex[i, j] * ib[i, j], c1[c], c2[c],
+                                                     two, one)
                 s += S * wb[i, j]
                 ws = wb[i, j] * nd * ib[i, j]  # d loss / d S, through 1 / blur(v)
                 mp[i, j] = two * ws * ((A2 - A1) * ut * r + up * S * (one / B2 - one / B1))  # d loss / d μp
@@ -270,12 +277,8 @@ def _ssim_planes7(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals, sq):
             wr, ir, M, X, E = wb[i], ib[i], dm[i + 6], dx[i + 6], de[i + 6]
             for j in range(W):
                 up, ut = _col(g, hp, rows, j) * ir[j], _col(g, ht, rows, j) * ir[j]
-                q = up * up + ut * ut
-                B1, B2 = q + cc1, _col(g, he, rows, j) * ir[j] - q + cc2
-                A1 = two * up * ut + cc1
-                A2 = two * _col(g, hx, rows, j) * ir[j] - A1 + cc1 + cc2
-                r = one / (B1 * B2)  # the one division: 1 / B1 = B2 r, 1 / B2 = B1 r
-                S = A1 * A2 * r
+                A1, A2, B1, B2, r, S = _ssim_factors(up, ut, _col(g, he, rows, j) * ir[j], _col(g, hx, rows, j) * ir[j],
+                                                     cc1, cc2, two, one)
                 s += S * wr[j]
                 ws = wr[j] * nd * ir[j]
                 M[j] = two * ws * ((A2 - A1) * ut * r + up * S * (B1 - B2) * r)  # d loss / d μp
