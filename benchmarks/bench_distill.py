@@ -115,10 +115,16 @@ def _status_kib(key: str) -> int:
     raise RuntimeError(f"{key} not in /proc/self/status")
 
 
+def heap_mode(a) -> str:
+    "Keep freed blocks on the heap as the training commands do (hyperkd.cli.keep_heap), unless --default-heap; says which."
+    if a.default_heap:
+        return "glibc default"
+    return "kept (hyperkd.cli.keep_heap, as the training commands)" if keep_heap() else "glibc default (keep_heap not applicable here)"
+
+
 def memory_child(a, which: str):
     "One HyperKD step in this (fresh) process; prints JSON: resident set before the step and its peak during it (MiB)."
-    heap = "glibc default" if a.default_heap else "kept (hyperkd.cli.keep_heap, as the training commands)" if keep_heap() \
-        else "glibc default (keep_heap not applicable here)"
+    heap = heap_mode(a)
     tmp = Path(tempfile.mkdtemp())
     os.environ.setdefault("HYPERKD_CACHE", str(tmp / "cache"))
     torch.manual_seed(0)
@@ -141,20 +147,22 @@ def memory_child(a, which: str):
     Path("/proc/self/clear_refs").write_text("5")  # reset the peak resident set to the current one
     step()
     print(json.dumps({"loss": which, "rss_before_mib": rss / 1024, "peak_mib": _status_kib("VmHWM") / 1024,
-                      "step_peak_mib": (_status_kib("VmHWM") - rss) / 1024}))
+                      "step_peak_mib": (_status_kib("VmHWM") - rss) / 1024, "heap": heap}))
 
 
 def memory(a):
     res = {}
     for which in ("before", "after", "fast"):
         out = subprocess.run([sys.executable, __file__, "--memory-child", which, "--img", str(a.img), "--patch", str(a.patch),
-                              "--batch", str(a.batch), "--student", a.student], capture_output=True, text=True)
+                              "--batch", str(a.batch), "--student", a.student,
+                              *(["--default-heap"] if a.default_heap else []), *(["--default-spin"] if a.default_spin else [])],
+                             capture_output=True, text=True)
         if out.returncode:
             raise SystemExit(out.stderr[-3000:])
         res[which] = json.loads(out.stdout.strip().splitlines()[-1])
         r = res[which]
         print(f"loss {dict(before='before #20', after='now', fast='now, fast').get(which):11s}: one HyperKD step ({a.student} student, {a.img} px, patch {a.patch}, batch {a.batch}, CPU) "
-              f"peak {r['step_peak_mib']:7.0f} MiB above the {r['rss_before_mib']:.0f} MiB resident before it", flush=True)
+              f"peak {r['step_peak_mib']:7.0f} MiB above the {r['rss_before_mib']:.0f} MiB resident before it; heap {r['heap']}", flush=True)
     print(f"ratio after / before: {res['after']['step_peak_mib'] / res['before']['step_peak_mib']:.2f} (must be <= 1)")
 
 
@@ -181,8 +189,7 @@ def main():
         return memory_child(a, a.memory_child)
     if a.memory:
         return memory(a)
-    heap = "glibc default" if a.default_heap else "kept (hyperkd.cli.keep_heap, as the training commands)" if keep_heap() \
-        else "glibc default (keep_heap not applicable here)"
+    heap = heap_mode(a)
     tmp = Path(tempfile.mkdtemp())
     os.environ.setdefault("HYPERKD_CACHE", str(tmp / "cache"))
     torch.manual_seed(0)
