@@ -304,14 +304,14 @@ def _ssim_planes7(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals, sq):
                 Gr[j] = ox[j + 3] * Tr[j] + two * oe[j + 3] * Pr[j] + om[j + 3] * vr[j]
 
 @_jit()
-def _mse_ssim_grad(n0, n1, src, dst, p, t, w, a, b):
-    "dst = a · src + b · w (p − t) for the (image, band) pairs n0..n1 − 1 (`_mse_ssim_times`; dst may be src)."
+def _mse_ssim_grad(n0, n1, g, p, t, w, a, b):
+    "g ← a · g + b · w (p − t), pairs n0..n1 − 1 (`_mse_ssim_times`), in place: dst = a · src with dst src fails numba's overlap check (scalar loop)."
     B, C, H, W = p.shape
     for n in range(n0, n1):
-        S, D, P, T, wb = src[n // C, n % C], dst[n // C, n % C], p[n // C, n % C], t[n // C, n % C], w[n // C]
+        G, P, T, wb = g[n // C, n % C], p[n // C, n % C], t[n // C, n % C], w[n // C]
         for i in range(H):
             for j in range(W):
-                D[i, j] = a * S[i, j] + b * wb[i, j] * (P[i, j] - T[i, j])
+                G[i, j] = a * G[i, j] + b * wb[i, j] * (P[i, j] - T[i, j])
 
 # %% ../nbs/01c0_kernels.ipynb #krn00013
 def _grad_times(ctx, go: torch.Tensor) -> torch.Tensor:
@@ -341,10 +341,26 @@ def _mse_ssim_times(ctx, go_mse: torch.Tensor, go_ssim: torch.Tensor) -> torch.T
     else:  # out = a · (what ctx.grad holds now) + b · the MSE gradient
         a = 0.0 if last is None else gs / last[0]
         b = gm if last is None else gm - a * last[1]  # 0 when the factors repeat
-        out = torch.empty(ctx.grad.shape, dtype=ctx.grad.dtype)
+        out = ctx.grad.clone()
     typed = _typed(p.dtype)
-    _run_kernel(_mse_ssim_grad, p.shape[0] * p.shape[1], ctx.grad, out, p, t, w[:, 0], typed(a), typed(b))
+    _run_kernel(_mse_ssim_grad, p.shape[0] * p.shape[1], out, p, t, w[:, 0], typed(a), typed(b))
     return out
+
+def _ssim_pass(p, t, w, v, c1, c2, g, want_grad: bool):
+    """The SSIM kernel over every (image, band) plane: (gradient (B, C, H, W) or empty, totals (B·C,), sq (B·C,), den,
+    p·v, t·v). Arguments as `_SSIMKernel`; den = Σw · C (≥ 1e-12), a tensor; p·v, t·v are p, t where v is None."""
+    (B, C, H, W), den = p.shape, (w.sum() * p.shape[1]).clamp_min(1e-12)
+    if v is None:
+        inv = vb = torch.ones(B, H, W, dtype=p.dtype)
+    else:  # normalised convolution, as in ssim_map
+        p, t, inv, vb = p * v, t * v, _blur2d(v, g).clamp_min(1e-12).reciprocal()[:, 0], v[:, 0]
+    const = lambda c: torch.as_tensor(c, dtype=p.dtype).reshape(-1).expand(C)
+    k = torch.tensor([2.0, 1.0, -1.0 / float(den)], dtype=p.dtype)
+    grad = p.new_empty(p.shape if want_grad else (0, 0, 0, 0))  # contiguous, whatever p's layout
+    totals, sq = p.new_zeros(B * C), p.new_zeros(B * C)  # each task's running sums start there
+    kernel = _ssim_planes7 if len(g) == 7 else _ssim_planes
+    _run_kernel(kernel, B * C, p, t, w[:, 0], inv, vb, const(c1), const(c2), g, k, grad, totals, sq)
+    return grad, totals, sq, den, p, t
 
 class _SSIMKernel(torch.autograd.Function):
     """`_SSIMTerm` (`01c_losses`) on the CPU through `_ssim_planes7` (a 7-tap window) or `_ssim_planes`: the same loss
@@ -352,20 +368,9 @@ class _SSIMKernel(torch.autograd.Function):
     added in the backward pass's one pass over the gradient (`_mse_ssim_times`)."""
     @staticmethod
     def forward(ctx, p, t, w, v, c1, c2, g, mse=False):
-        B, C, H, W = p.shape
-        den = (w.sum() * C).clamp_min(1e-12)
-        if v is None:
-            inv = vb = torch.ones(B, H, W, dtype=p.dtype)
-        else:  # normalised convolution, as in ssim_map
-            p, t, inv, vb = p * v, t * v, _blur2d(v, g).clamp_min(1e-12).reciprocal()[:, 0], v[:, 0]
+        grad, totals, sq, den, p, t = _ssim_pass(p, t, w, v, c1, c2, g, ctx.needs_input_grad[0])
         if mse:  # for the MSE part of the gradient (p, t times v: nodata counts in neither term)
             ctx.save_for_backward(p, t, w)
-        const = lambda c: torch.as_tensor(c, dtype=p.dtype).reshape(-1).expand(C)
-        k = torch.tensor([2.0, 1.0, -1.0 / float(den)], dtype=p.dtype)
-        grad = p.new_empty(p.shape if ctx.needs_input_grad[0] else (0, 0, 0, 0))  # contiguous, whatever p's layout
-        totals, sq = p.new_zeros(B * C), p.new_zeros(B * C)  # each task's running sums start there
-        kernel = _ssim_planes7 if len(g) == 7 else _ssim_planes
-        _run_kernel(kernel, B * C, p, t, w[:, 0], inv, vb, const(c1), const(c2), g, k, grad, totals, sq)
         ctx.grad, ctx.mse, ctx.den = grad, mse, float(den)  # not saved: scaled in place in backward (`_grad_times`)
         return (sq.sum() / den, 1.0 - totals.sum() / den) if mse else 1.0 - totals.sum() / den
 
@@ -376,24 +381,30 @@ class _SSIMKernel(torch.autograd.Function):
 # %% ../nbs/01c0_kernels.ipynb #krn00016
 _CHUNK = 512  # pixels per task of the spectral kernels: their per-pixel sums stay in the core's cache
 
+def _spectral_pass(pred, target, w, eps, forward_kernels, reflectance=None):
+    """The spectral forward kernels, each for len(eps) / len(forward_kernels) terms (their eps in order): ([value per
+    term], coef (2 · terms, B, N), mean (C,), std (C,)), the values weighted means. Arguments as `_SpectralKernel`."""
+    B, C = pred.shape[:2]
+    mean, std = (pred.new_zeros(C), pred.new_ones(C)) if reflectance is None else \
+        tuple(r.reshape(C).to(pred.dtype) for r in reflectance)  # (1, C, 1, 1) each (`_spectral_args` checks)
+    den, N, typed = w.sum().clamp_min(1e-12), pred[0, 0].numel(), _typed(pred.dtype)
+    flat = lambda x: x.reshape(B, x.shape[1], -1)
+    k, coef, out = len(eps) // len(forward_kernels), pred.new_empty(2 * len(eps), B, N), []  # 2 factors per pixel, term
+    for i, kernel in enumerate(forward_kernels):
+        totals = [pred.new_zeros(B * -(-N // _CHUNK)) for _ in range(k)]  # one per task: a sum independent of the split
+        _run_kernel(kernel, len(totals[0]), flat(pred), flat(target), flat(w)[:, 0], mean, std, *map(typed, eps[i * k:i * k + k]),
+                    typed(1.0 / float(den)), coef[2 * i * k:2 * i * k + 2 * k], *totals)
+        out += [s.sum() / den for s in totals]
+    return out, coef, mean, std
+
 class _SpectralKernel(torch.autograd.Function):
     """`_KLTerm` and/or `_SAMTerm` on the CPU, the same loss: `kernels` = (forward kernels, gradient kernel), one of
-    `_KL`, `_SAM` and `_KL_SAM` (both terms, one gradient kernel: one full-size gradient, one pass), `eps` one per term.
+    `_KL`, `_SAM` or `01c2_fused`' `_KL_SAM` (both terms: one pass, one full-size gradient), `eps` one per term.
     Returns one value per term. `reflectance` (mean, std), each (1, C, 1, 1): pred and target are x · std + mean,
     made as the kernels read them."""
     @staticmethod
     def forward(ctx, pred, target, w, eps, kernels, reflectance=None):
-        B, C = pred.shape[:2]
-        mean, std = (pred.new_zeros(C), pred.new_ones(C)) if reflectance is None else \
-            tuple(r.reshape(C).to(pred.dtype) for r in reflectance)  # (1, C, 1, 1) each (`_spectral_args` checks)
-        den, N, typed = w.sum().clamp_min(1e-12), pred[0, 0].numel(), _typed(pred.dtype)
-        flat = lambda x: x.reshape(B, x.shape[1], -1)
-        coef, out = pred.new_empty(2 * len(kernels[0]), B, N), []  # two gradient factors per pixel and term
-        for i, (kernel, e) in enumerate(zip(kernels[0], eps)):
-            totals = pred.new_zeros(B * -(-N // _CHUNK))  # one per task: a sum independent of the split
-            _run_kernel(kernel, len(totals), flat(pred), flat(target), flat(w)[:, 0], mean, std, typed(e),
-                        typed(1.0 / float(den)), coef[2 * i:2 * i + 2], totals)
-            out.append(totals.sum() / den)
+        out, coef, mean, std = _spectral_pass(pred, target, w, eps, kernels[0], reflectance)
         ctx.save_for_backward(pred, target, coef, mean, std)
         ctx.eps, ctx.grad_kernel = eps[0], kernels[1]
         return tuple(out) if len(out) > 1 else out[0]
@@ -401,9 +412,8 @@ class _SpectralKernel(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *go):
         pred, target, coef, mean, std = ctx.saved_tensors
-        B, C = pred.shape[:2]
+        (B, C), typed = pred.shape[:2], _typed(pred.dtype)
         grad = pred.new_empty(pred.shape)  # contiguous, whatever pred's layout (the kernel writes into it)
-        typed = _typed(pred.dtype)
         _run_kernel(ctx.grad_kernel, B * C, pred.reshape(B, C, -1), target.reshape(B, C, -1), mean, std, typed(ctx.eps),
                     coef, np.array([float(g) for g in go], typed), grad.reshape(B, C, -1))
         return grad, None, None, None, None, None
@@ -570,18 +580,4 @@ def _sam_grad(n0, n1, p, t, mean, std, eps, coef, go, grad):
         for j in range(N):
             G[j] = gs * (k1[j] * (P[j] * sd + mn) + k2[j] * (T[j] * sd + mn))
 
-@_jit()
-def _kl_sam_grad(n0, n1, p, t, mean, std, eps, coef, go, grad):
-    """`_kl_grad` + `_sam_grad` in one pass: coef (4, B, N), KL's two factors then the angle's; go (2,) their factors
-    from the backward pass; `eps` KL's."""
-    B, C, N = p.shape
-    for n in range(n0, n1):
-        b, c = n // C, n % C
-        P, T, G, a, q, k1, k2 = p[b, c], t[b, c], grad[b, c], coef[0, b], coef[1, b], coef[2, b], coef[3, b]
-        mn, sd, gk, gs = mean[c], std[c], go[0] * std[c], go[1] * std[c]
-        for j in range(N):
-            pr, tr = P[j] * sd + mn, T[j] * sd + mn
-            kl = 0 if pr < eps else gk * (q[j] - a[j] * (eps if tr < eps else tr) / pr)
-            G[j] = kl + gs * (k1[j] * pr + k2[j] * tr)
-
-_SAM, _KL_SAM = ((_sam_pixels,), _sam_grad), ((_kl_pixels, _sam_pixels), _kl_sam_grad)
+_SAM = ((_sam_pixels,), _sam_grad)

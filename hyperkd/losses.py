@@ -15,7 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .kernels import _gauss_1d, _blur_matrix, _blur2d, cpu_kernels, _on_kernel, _grad_times
-from .kernels import _SSIMKernel, _SpectralKernel, _KL, _SAM, _KL_SAM
+from .kernels import _SSIMKernel, _SpectralKernel, _KL, _SAM
+from .fused import _ReconKernel, _KL_SAM
 from .sampling import band_subset, band_means, stratified_pixels, _band_estimate, _gather_pixels, _pixel_estimate
 from .sampling import _check_cheaper_terms, _draw_sample, _check_sizes, _take_bands, _take_pixels
 
@@ -347,7 +348,7 @@ def _sam_w(pred, target, w, eps: float = 1e-12, reflectance=None):
     return _SAMTerm.apply(pred, target, w, eps)
 
 def _kl_sam_w(pred, target, w, reflectance=None, kl: bool = True, sam: bool = True) -> dict:
-    "{'kl': `_kl_w`, 'sam': `_sam_w`} (default eps) for the terms asked; both on the CPU kernels: one gradient (`_KL_SAM`)."
+    "{'kl': `_kl_w`, 'sam': `_sam_w`} (default eps) for the terms asked; both on the CPU kernels: one pass, one gradient (`_KL_SAM`)."
     p, t, r = _spectral_args(pred, target, w, reflectance)
     if kl and sam and _fused(t, w) and _on_kernel(p, t, w):
         return dict(zip(("kl", "sam"), _SpectralKernel.apply(p, t, w, (1e-4, 1e-12), _KL_SAM, r)))
@@ -431,6 +432,19 @@ class TargetNorm(nn.Module):
             self.update(t)
         return (t.detach().float() - self.mean) / torch.sqrt(self.var + self.eps)
 
+# %% ../nbs/01c_losses.ipynb #fus10002
+def _recon_w(pred, t0, w, window, data_range, valid, reflectance) -> dict | None:
+    """{'mse', 'ssim', 'kl', 'sam'}: `_ssim_w(..., mse=True)` and `_kl_sam_w` (default eps) from one node on the CPU
+    kernels (`_ReconKernel`), or None where the kernels do not take all four (then each is made as usual)."""
+    p, t, r = _spectral_args(pred, t0, w, reflectance)
+    if not (p is pred and _fused(t0, w) and _on_kernel(pred, t0, w)):  # p is pred: reflectance made as the kernels read
+        return None
+    _check_window(*t0.shape[-2:], window)
+    v = None if valid is None else (valid > 0).to(t0.dtype)
+    g = _gauss_1d(window, 1.5, t0.device, t0.dtype)
+    out = _ReconKernel.apply(pred, t0, w, v, *_ssim_constants(t0, data_range, v), g, r, (1e-4, 1e-12))
+    return dict(zip(("mse", "ssim", "kl", "sam"), out))
+
 # %% ../nbs/01c_losses.ipynb #lw000001
 @dataclass
 class LossWeights:
@@ -458,9 +472,8 @@ class HyperKDLoss(nn.Module):
             raise ValueError(f"ssim_window must be a Gaussian window size (int) or 'patch' with patch_size given; "
                              f"got ssim_window={ssim_window!r}, patch_size={patch_size!r}.")
         _check_cheaper_terms(ssim_window, ssim_band_stride, spectral_pixel_stride, ssim_band_bin)
-        self.ssim_band_bin = ssim_band_bin
+        self.ssim_band_bin, self.normalize_target = ssim_band_bin, normalize_target
         self.weights, self.distill_kind, self.ssim_window, self.patch_size = w, distill_kind, ssim_window, patch_size
-        self.normalize_target = normalize_target
         self.ssim_data_range = ssim_data_range  # fixed range: the loss then does not depend on the batch composition
         self.ssim_band_stride, self.spectral_pixel_stride = ssim_band_stride, spectral_pixel_stride
 
@@ -477,7 +490,7 @@ class HyperKDLoss(nn.Module):
         seed), two ints or an int tensor, for the sampled terms (`stratified_pixels` draws with the seed; default:
         both drawn from torch's global generator; unused when nothing is sampled). Returns (total, {term: value}),
         scalar tensors. ValueError for a stride or bin larger than the images."""
-        w, terms = self.weights, {}
+        w = self.weights
         finite = _finite(target)  # nodata found once (the reflectance target shares it) and filled once
         valid = _weights(target, mask, finite)
         # checked once per batch: without nodata, no filled copies of the targets (compiled code always fills: no branch)
@@ -487,17 +500,20 @@ class HyperKDLoss(nn.Module):
         _check_sizes(pred.shape, kb, ks, self.ssim_band_bin)
         o, seed = _draw_sample(offsets, kb) if kb > 1 or ks > 1 else (0, 0)  # full terms: no draw, runs stay as they were
         both = bool(w.mse and w.ssim) and self.ssim_window != "patch" and kb == 1 and self.ssim_band_bin == 1
+        four = _recon_w(pred, t0, valid, self.ssim_window, self.ssim_data_range, _nodata_arg(finite), reflectance) if both \
+            and w.kl and w.sam and ks == 1 and (reflectance is not None or pred_refl is None and target_refl is None) else None
+        terms = dict(four or {})  # all four on the CPU kernels: one node, one gradient (`_recon_w`); else each term below
         if w.mse and not both: terms["mse"] = _mse_w(pred, t0, valid)
         if w.ssim and self.ssim_window == "patch":
             terms["ssim"] = _patch_ssim_w(pred, t0, valid, self.patch_size, self.ssim_data_range)
-        elif w.ssim:
+        elif w.ssim and four is None:
             ps, ts = (pred, t0) if kb == 1 else _take_bands(band_subset(pred.shape[1], kb, o), pred, t0)
             if self.ssim_band_bin > 1:
                 ps, ts = band_means(ps, self.ssim_band_bin), band_means(ts, self.ssim_band_bin)
             s = _ssim_w(ps, ts, valid, self.ssim_window, self.ssim_data_range, _nodata_arg(finite), mse=both)
             if both: terms["mse"], s = s  # MSE from SSIM's pass on a CPU
             terms["ssim"] = s if kb == 1 else _band_estimate(s, ps.shape[1], pred.shape[1], kb)
-        if w.kl or w.sam:
+        if (w.kl or w.sam) and four is None:
             own = reflectance is None and target_refl is None  # the spectral terms' target is `target`, nodata filled
             pr = pred if reflectance is not None or pred_refl is None else pred_refl
             tr = t0 if own or reflectance is not None else target_refl  # (nodata: weight 0, any finite fill)

@@ -121,6 +121,42 @@ def test_public_functions_equal_the_loss_before():
                                rtol=1e-5, atol=1e-6)
 
 
+def _default_loss(mod, pred, target, mask, mean, std):
+    "The trainer's form (all four terms, the spectral ones on reflectance): ({term: value}, the total's gradient, terms)."
+    w = dict(mse=1.0, ssim=0.2, kl=1.0, sam=0.5, distill=0.0)
+    p = pred.clone().requires_grad_(True)
+    refl = dict(reflectance=(mean, std)) if mod is losses else dict(pred_refl=p * std + mean, target_refl=target * std + mean)
+    total, terms = mod.HyperKDLoss(w, ssim_data_range=4.0)(p, target, mask, **refl)
+    total.backward()
+    return {k: float(v) for k, v in terms.items()}, p.grad, terms
+
+
+def test_default_terms_from_one_node_equal_the_loss_before():
+    "On a CPU the four terms come from one node (hyperkd.fused._ReconKernel): values and gradient as before issue #20."
+    pred, target, mask, mean, std = _batch(seed=4)
+    new, g1, terms = _default_loss(losses, pred, target, mask, mean, std)
+    assert {type(v.grad_fn).__name__ for v in terms.values()} == {"_ReconKernelBackward"}
+    old, g0, _ = _default_loss(frozen, pred, target, mask, mean, std)
+    for k in old:
+        assert abs(new[k] - old[k]) <= 1e-5 * abs(old[k]), (k, new[k], old[k])
+    assert float((g1 - g0).norm()) <= 1e-5 * float(g0.norm())
+    torch.testing.assert_close(g1, g0, rtol=1e-5, atol=1e-5 * float(g0.abs().max()))
+
+
+def test_default_terms_from_one_node_equal_two_nodes_with_nodata(monkeypatch):
+    "With nodata (the loss before issue #19 differs there): the one node against the two kernel nodes it replaces."
+    pred, target, mask, mean, std = _batch(seed=5)
+    target = target.clone(); target[0, :, :6] = float("nan"); target[1, :, :, -3:] = float("nan")
+    one, g1, terms = _default_loss(losses, pred, target, mask, mean, std)
+    assert type(terms["kl"].grad_fn).__name__ == "_ReconKernelBackward"
+    monkeypatch.setattr(losses, "_recon_w", lambda *a, **k: None)
+    two, g2, terms = _default_loss(losses, pred, target, mask, mean, std)
+    assert type(terms["kl"].grad_fn).__name__ == "_SpectralKernelBackward"
+    assert one == two  # the same kernels make the values
+    torch.testing.assert_close(g1, g2, rtol=1e-6, atol=1e-6 * float(g2.abs().max()))
+    assert (g1 * ~torch.isfinite(target).all(1, keepdim=True) == 0).all()  # no gradient at nodata
+
+
 def test_nodata_changes_the_ssim_term_only():
     pred, target, mask, mean, std = _batch(seed=2)
     target = target.clone(); target[0, :, :6] = float("nan"); target[1, :, :, -3:] = float("nan")  # nodata borders

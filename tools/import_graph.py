@@ -12,7 +12,7 @@ from pathlib import Path
 
 PKG = Path(__file__).resolve().parent.parent / "hyperkd"
 # The data flow, ground floor first: a module may import only modules before it.
-ORDER = ("files", "spectral", "enmap", "products", "cubes", "patches", "samples", "data", "masking", "models", "kernels", "sampling", "losses",
+ORDER = ("files", "spectral", "enmap", "products", "cubes", "patches", "samples", "data", "masking", "models", "kernels", "sampling", "fused", "losses",
          "config", "skill", "teacher", "step", "signals", "distill", "launch", "metrics", "evaluate", "tasks", "ablation", "designs", "export",
          "terratorch_backbone", "runs", "explorer", "cli")
 
