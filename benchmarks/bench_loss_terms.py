@@ -12,7 +12,15 @@ their weights per axis, depthwise conv2d (a 1 x 7 then a 7 x 1 kernel, one group
 
 The default loss (all four terms) with glibc's default allocation of large blocks (mmap, returned at free: every new
 full-size map is page-faulted again) against blocks up to 32 MiB kept on the heap (what MALLOC_MMAP_THRESHOLD_=33554432
-MALLOC_TRIM_THRESHOLD_=1073741824 set for a process), toggled with mallopt between interleaved rounds (Linux, glibc)."""
+MALLOC_TRIM_THRESHOLD_=1073741824 set for a process), toggled with mallopt between interleaved rounds (Linux, glibc).
+
+    python benchmarks/bench_loss_terms.py --one-node [rounds]
+
+What hyperkd.fused changed, side by side on 1 and 2 threads: the forward of both spectral terms as the two
+single-term kernels (_kl_pixels, _sam_pixels) and as one pass (_kl_sam_pixels); and the backward pass of the default
+loss (all four terms, spectral ones on reflectance) through two kernel nodes (_SSIMKernel, _SpectralKernel: two
+gradients and autograd's sum) and through one node (_ReconKernel: one in-place pass). Minimum and median per way; freed
+blocks kept on the heap as the training commands keep them (hyperkd.cli.keep_heap)."""
 import importlib.util
 import statistics
 import sys
@@ -142,5 +150,51 @@ def malloc_bench():
     print(f"default loss, glibc default {d * 1e3:6.0f} ms, blocks kept on the heap {k * 1e3:6.0f} ms: ratio {k / d:.2f}")
 
 
+def one_node_bench():
+    from hyperkd import fused, kernels
+    from hyperkd.cli import keep_heap
+    print(f"heap kept (hyperkd.cli.keep_heap): {keep_heap()}")
+    t = torch.randn(B, C, H, W); p = t + 0.3 * torch.randn_like(t)
+    mask = (torch.rand(B, 1, 8, 8) < .75).float().repeat_interleave(8, 2).repeat_interleave(8, 3)
+    mean, std = 0.2 + 0.1 * torch.rand(1, C, 1, 1), 0.05 * torch.ones(1, C, 1, 1)
+    L, recon_w = losses.HyperKDLoss(ssim_data_range=4.0), losses._recon_w
+
+    def spectral(forward_kernels):
+        def run():
+            t0 = time.perf_counter()
+            kernels._spectral_pass(p, t, mask, (1e-4, 1e-12), forward_kernels, (mean, std))
+            return time.perf_counter() - t0
+        return run
+
+    def backward(one: bool):
+        def run():
+            losses._recon_w = recon_w if one else (lambda *a, **k: None)
+            try:
+                q = p.clone().requires_grad_(True)
+                tot, _ = L(q, t, mask, reflectance=(mean, std))
+                t0 = time.perf_counter()
+                tot.backward()
+                return time.perf_counter() - t0
+            finally:
+                losses._recon_w = recon_w
+        return run
+    ways = {"spectral forward, two kernels": spectral((kernels._kl_pixels, kernels._sam_pixels)),
+            "spectral forward, one pass": spectral(fused._KL_SAM[0]),
+            "default loss backward, two nodes": backward(False), "default loss backward, one node": backward(True)}
+    n_threads = torch.get_num_threads()
+    for nt in sorted({1, n_threads}):
+        torch.set_num_threads(nt)
+        for f in ways.values():
+            f()  # compiled (or loaded from numba's cache) before timing
+        ts = {k: [] for k in ways}
+        for _ in range(ROUNDS):
+            for k, f in ways.items():
+                ts[k].append(f())
+        for k, v in ts.items():
+            print(f"{nt} thread(s)  {k:34s} min {min(v) * 1e3:6.2f} ms  median {statistics.median(v) * 1e3:6.2f} ms", flush=True)
+    torch.set_num_threads(n_threads)
+
+
 if __name__ == "__main__":
-    malloc_bench() if "--malloc" in sys.argv else blur_bench() if "--blur" in sys.argv else terms_bench()
+    (malloc_bench if "--malloc" in sys.argv else blur_bench if "--blur" in sys.argv else
+     one_node_bench if "--one-node" in sys.argv else terms_bench)()
