@@ -15,7 +15,7 @@ except ImportError:  # no numba: the loss terms take their PyTorch path (`01c0_k
     numba = None
 
 from .kernels import _jit, _JIT, _FM, _CHUNK, _LOGF, _run_kernel, _typed, _ssim_pass, _spectral_pass
-from .kernels import _zero_safe_sqrt
+from .kernels import _zero_safe_sqrt, _angle_coef
 
 # %% auto #0
 __all__ = []
@@ -184,19 +184,9 @@ def _sam_tail(pp, tt, dd, s_p, s_t, yy, xx, ang, w, b, j0, m, inv_den, coef, eps
     for j in range(m):
         ang[j] = np.arctan2(yy[j], xx[j])
     for j in range(m):
-        sp, st, diff, y, x = s_p[j], s_t[j], dd[j], yy[j], xx[j]
-        aa, bb = pp[j] * sp * sp, tt[j] * st * st  # |a|², |b|²
-        summ = 2 * (aa + bb) - diff
-        summ = 0 if summ < 0 else summ
         s += 2 * ang[j] * w[b, j0 + j]
-        r = x * x + y * y
-        a_d = x / (y * r) if diff >= 1e-30 else 0
-        a_s = -y / (x * r) if summ >= 1e-30 else 0
-        u, q = 2 * (a_d + a_s), 2 * (a_s - a_d)
-        cc = w[b, j0 + j] * inv_den
-        big = 1 if np.sqrt(pp[j]) >= eps else 0
-        coef[2, b, j0 + j] = cc * sp * sp * (u - big * (u * aa + q * (summ - diff) / 4))
-        coef[3, b, j0 + j] = cc * sp * q * st
+        coef[2, b, j0 + j], coef[3, b, j0 + j] = _angle_coef(pp[j], tt[j], s_p[j], s_t[j], dd[j], yy[j], xx[j],
+                                                             w[b, j0 + j] * inv_den, eps)
     return s
 
 # %% ../nbs/01c2_fused.ipynb #fus00027

@@ -523,6 +523,20 @@ def _zero_safe_sqrt(v):
     "√v with 0 at 0 (NaN stays NaN), as `spectral_angle`'s."
     return 0 if v == 0 else np.sqrt(1e-30 if v < 1e-30 else v)
 
+@_jit(fastmath={"reassoc"})
+def _angle_coef(pp, tt, sp, st, diff, y, x, c, eps):
+    """The angle's gradient factors k₁, k₂ at a pixel (d/dp = k₁ p + k₂ t) from its squared norms pp, tt, scales sp, st
+    (the unit spectra a = p sp, b = t st), diff = Σ(a − b)², y = |a − b|, x = |a + b| and its weight c = w / den."""
+    aa, bb = pp * sp * sp, tt * st * st  # |a|², |b|²
+    summ = 2 * (aa + bb) - diff
+    summ = 0 if summ < 0 else summ
+    r = x * x + y * y
+    a_d = x / (y * r) if diff >= 1e-30 else 0
+    a_s = -y / (x * r) if summ >= 1e-30 else 0
+    u, q = 2 * (a_d + a_s), 2 * (a_s - a_d)
+    big = 1 if np.sqrt(pp) >= eps else 0
+    return c * sp * sp * (u - big * (u * aa + q * (summ - diff) / 4)), c * sp * q * st
+
 @_jit(fastmath={"reassoc"})  # no fused multiply-add: a − b exactly 0 where p = t
 def _sam_pixels(n0, n1, p, t, w, mean, std, eps, inv_den, coef, totals):
     """For the tasks n0..n1 − 1 (as `_kl_pixels`): Σ over their pixels of w · spectral angle (radians) into totals[n],
@@ -553,19 +567,10 @@ def _sam_pixels(n0, n1, p, t, w, mean, std, eps, inv_den, coef, totals):
         s = totals[n]  # 0, in the dtype (allocated with zeros)
         for j in range(m):
             sp, st, diff = s_p[j], s_t[j], dd[j]
-            aa, bb = pp[j] * sp * sp, tt[j] * st * st  # |a|², |b|²
-            summ = 2 * (aa + bb) - diff
-            summ = 0 if summ < 0 else summ
-            y, x = _zero_safe_sqrt(diff), _zero_safe_sqrt(summ)
+            summ = 2 * (pp[j] * sp * sp + tt[j] * st * st) - diff
+            y, x = _zero_safe_sqrt(diff), _zero_safe_sqrt(0 if summ < 0 else summ)
             s += 2 * np.arctan2(y, x) * w[b, j0 + j]
-            r = x * x + y * y
-            a_d = x / (y * r) if diff >= 1e-30 else 0
-            a_s = -y / (x * r) if summ >= 1e-30 else 0
-            u, q = 2 * (a_d + a_s), 2 * (a_s - a_d)
-            c = w[b, j0 + j] * inv_den
-            big = 1 if np.sqrt(pp[j]) >= eps else 0
-            coef[0, b, j0 + j] = c * sp * sp * (u - big * (u * aa + q * (summ - diff) / 4))
-            coef[1, b, j0 + j] = c * sp * q * st
+            coef[0, b, j0 + j], coef[1, b, j0 + j] = _angle_coef(pp[j], tt[j], sp, st, diff, y, x, w[b, j0 + j] * inv_den, eps)
         totals[n] = s
 
 @_jit()
