@@ -19,7 +19,9 @@ Variants of one optimiser step (forward, backward, AdamW) on the same student an
 The teacher is an untrained prithvi-small (same cost as a trained one). The variants are timed in interleaved
 rounds (one step of each per round, --repeats rounds); prints each median step time (and the minimum), the
 ratios of the medians to the baseline (target for hyperkd: <= 1.3) and achieved FLOP/s / the matmul peak.
---no-compile skips the compiled variants; --variants picks some. The process keeps freed blocks up to 64 MiB on its
+--no-compile skips the compiled variants; --variants picks some; --profile N then runs N more steps of each variant
+under torch.profiler and prints its operators by self CPU time per step (the loss's kernel nodes among them:
+_ReconKernel, _SSIMKernel, _SpectralKernel and their backward passes). The process keeps freed blocks up to 64 MiB on its
 heap as the training commands do (hyperkd.cli.keep_heap); --default-heap leaves glibc's allocator as it is. It imports
 hyperkd.cli before torch, as the `hyperkd` command does, so libgomp's idle threads spin briefly (GOMP_SPINCOUNT, see
 hyperkd.cli.SPIN_SET); --default-spin leaves libgomp's default.
@@ -179,6 +181,8 @@ def main():
     ap.add_argument("--data", nargs="*", help="cube files (GeoTIFF/COG) instead of the demo scene (e.g. on a machine "
                                            "without the sample-data packages)")
     ap.add_argument("--memory", action="store_true", help="peak memory of a step, loss before issue #20 and now")
+    ap.add_argument("--profile", type=int, default=0, metavar="N", help="then profile N steps of each variant: operators "
+                    "by self CPU time per step")
     ap.add_argument("--default-spin", action="store_true", help="libgomp's default spin of idle OpenMP threads (the "
                     "`hyperkd` command shortens it: hyperkd.cli.SPIN_SET)")
     ap.add_argument("--default-heap", action="store_true", help="leave glibc's allocator as it is (the training commands "
@@ -273,6 +277,21 @@ def main():
     if "hyperkd" in times and "hyperkd-before" in times:
         print(f"ratio hyperkd / hyperkd-before (the step now / before issue #20):   {times['hyperkd'] / times['hyperkd-before']:.2f}")
     print("(the trainer compiles the loss on CUDA only: compile_loss='auto')")
+    if a.profile:
+        profile_steps(steps, a.profile)
+
+
+def profile_steps(steps: dict, n: int, top: int = 14):
+    "Each variant's operators by self CPU time per step over `n` profiled steps (the profiler adds some time)."
+    from torch.profiler import ProfilerActivity, profile
+    for name, step in steps.items():
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(n):
+                step()
+        ops = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)[:top]
+        print(f"{name}: self CPU time per step, top {top} operators")
+        for e in ops:
+            print(f"  {e.key[:48]:48s} {e.self_cpu_time_total / n / 1e3:7.2f} ms  ({e.count // n} calls)")
 
 
 if __name__ == "__main__":

@@ -436,9 +436,10 @@ class TargetNorm(nn.Module):
 def _recon_w(pred, t0, w, window, data_range, valid, reflectance) -> dict | None:
     """{'mse', 'ssim', 'kl', 'sam'}: `_ssim_w(..., mse=True)` and `_kl_sam_w` (default eps) from one node on the CPU
     kernels (`_ReconKernel`), or None where the kernels do not take all four (then each is made as usual)."""
-    p, t, r = _spectral_args(pred, t0, w, reflectance)
-    if not (p is pred and _fused(t0, w) and _on_kernel(pred, t0, w)):  # p is pred: reflectance made as the kernels read
+    r = () if reflectance is None else reflectance  # per image (B, C, 1, 1): converted copies, the terms one by one
+    if not (_fused(t0, w) and _on_kernel(pred, t0, w, *r) and all(x.dim() == 4 and x.shape[0] == 1 for x in r)):
         return None
+    _, _, r = _spectral_args(pred, t0, w, reflectance)  # its checks; pred, t0 as they are (the kernels convert)
     _check_window(*t0.shape[-2:], window)
     v = None if valid is None else (valid > 0).to(t0.dtype)
     g = _gauss_1d(window, 1.5, t0.device, t0.dtype)

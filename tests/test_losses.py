@@ -128,7 +128,7 @@ def _default_loss(mod, pred, target, mask, mean, std):
     refl = dict(reflectance=(mean, std)) if mod is losses else dict(pred_refl=p * std + mean, target_refl=target * std + mean)
     total, terms = mod.HyperKDLoss(w, ssim_data_range=4.0)(p, target, mask, **refl)
     total.backward()
-    return {k: float(v) for k, v in terms.items()}, p.grad, terms
+    return {k: float(v.detach()) for k, v in terms.items()}, p.grad, terms
 
 
 def test_default_terms_from_one_node_equal_the_loss_before():
