@@ -20,13 +20,16 @@ What hyperkd.fused changed, side by side on 1 and 2 threads: the forward of both
 single-term kernels (_kl_pixels, _sam_pixels) and as one pass (_kl_sam_pixels); and the backward pass of the default
 loss (all four terms, spectral ones on reflectance) through two kernel nodes (_SSIMKernel, _SpectralKernel: two
 gradients and autograd's sum) and through one node (_ReconKernel: one in-place pass). Minimum and median per way; freed
-blocks kept on the heap as the training commands keep them (hyperkd.cli.keep_heap)."""
+blocks kept on the heap and idle OpenMP threads that sleep sooner, as in the training commands (hyperkd.cli.keep_heap,
+hyperkd.cli.SPIN_SET)."""
 import importlib.util
 import statistics
 import sys
 import time
 from pathlib import Path
 
+if "--one-node" in sys.argv:  # before torch, as the `hyperkd` command: libgomp's idle threads sleep sooner (SPIN_SET)
+    import hyperkd.cli  # noqa: F401
 import torch
 import torch.nn.functional as F
 
@@ -153,7 +156,8 @@ def malloc_bench():
 def one_node_bench():
     from hyperkd import fused, kernels
     from hyperkd.cli import keep_heap
-    print(f"heap kept (hyperkd.cli.keep_heap): {keep_heap()}")
+    import os
+    print(f"heap kept (hyperkd.cli.keep_heap): {keep_heap()}; GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset')}")
     t = torch.randn(B, C, H, W); p = t + 0.3 * torch.randn_like(t)
     mask = (torch.rand(B, 1, 8, 8) < .75).float().repeat_interleave(8, 2).repeat_interleave(8, 3)
     mean, std = 0.2 + 0.1 * torch.rand(1, C, 1, 1), 0.05 * torch.ones(1, C, 1, 1)
