@@ -14,7 +14,7 @@ try:
 except ImportError:  # no numba: the loss terms take their PyTorch path (`01c0_kernels`)
     numba = None
 
-from .kernels import _jit, _JIT, _FM, _CHUNK, _LOGF, _run_kernel, _typed, _ssim_pass, _spectral_pass
+from .kernels import _jit, _JIT, _FM, _CHUNK, _LOGF, _run_kernel, _typed, _ssim_pass, _spectral_pass, _kept_factors
 from .kernels import _zero_safe_sqrt, _angle_coef
 
 # %% auto #0
@@ -261,14 +261,7 @@ def _recon_times(ctx, go_mse, go_ssim, go_kl, go_sam) -> torch.Tensor:
     """`_ReconKernel`'s gradient for the four factors of the backward pass, in one pass (`_recon_grad`): into the SSIM
     kernel's buffer the first time (SSIM's factor not 0), anew for a kept graph's later backward passes."""
     pv, tv, w, p, t, coef, mean, std = ctx.saved_tensors
-    f, last = (float(go_ssim), 2.0 * float(go_mse) / ctx.den, float(go_kl), float(go_sam)), getattr(ctx, "factor", None)
-    if last is None and f[0] != 0.0:
-        a, rest, out = f[0], f[1:], ctx.grad
-        ctx.factor = f
-    else:  # out = a · (what ctx.grad holds now) + the parts the buffer does not hold yet
-        a = 0.0 if last is None else f[0] / last[0]
-        rest = f[1:] if last is None else tuple(x - a * y for x, y in zip(f[1:], last[1:]))
-        out = ctx.grad.clone()
+    a, rest, out = _kept_factors(ctx, (float(go_ssim), 2.0 * float(go_mse) / ctx.den, float(go_kl), float(go_sam)))
     (B, C), typed = p.shape[:2], _typed(p.dtype)
     flat = lambda x: x.reshape(B, C, -1)
     _run_kernel(_recon_grad, B * C, flat(out), flat(pv), flat(tv), w.reshape(B, -1), typed(a),

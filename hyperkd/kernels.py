@@ -305,7 +305,8 @@ def _ssim_planes7(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals, sq):
 
 @_jit()
 def _mse_ssim_grad(n0, n1, g, p, t, w, a, b):
-    "g ← a · g + b · w (p − t), pairs n0..n1 − 1 (`_mse_ssim_times`), in place: dst = a · src with dst src fails numba's overlap check (scalar loop)."
+    """g ← a · g + b · w (p − t) for the (image, band) pairs n0..n1 − 1 (`_mse_ssim_times`), in place: with an output
+    array that is also an input numba's overlap check fails and the loop runs unvectorised."""
     B, C, H, W = p.shape
     for n in range(n0, n1):
         G, P, T, wb = g[n // C, n % C], p[n // C, n % C], t[n // C, n % C], w[n // C]
@@ -330,18 +331,23 @@ def _grad_times(ctx, go: torch.Tensor) -> torch.Tensor:
     ctx.factor = float(go)
     return ctx.grad.mul_(go)
 
+def _kept_factors(ctx, f: tuple) -> tuple:
+    """(a, rest, out) for a gradient that a kernel makes in one pass as a · (the buffer `ctx.grad`) + Σ rest[i] · part i,
+    from the backward pass's factors f (the buffer's own first). The first time (f[0] not 0) in place: out is the
+    buffer, and f is kept. Later (a kept graph) the buffer holds f_then[0] · S + Σ f_then[i] · part i, and out is a new
+    tensor: a = f[0] / f_then[0], rest = f[1:] − a · f_then[1:] (0 for repeated factors)."""
+    last = getattr(ctx, "factor", None)
+    if last is None and f[0] != 0.0:
+        ctx.factor = f
+        return f[0], f[1:], ctx.grad
+    a = 0.0 if last is None else f[0] / last[0]
+    return a, f[1:] if last is None else tuple(x - a * y for x, y in zip(f[1:], last[1:])), ctx.grad.clone()
+
 def _mse_ssim_times(ctx, go_mse: torch.Tensor, go_ssim: torch.Tensor) -> torch.Tensor:
     """`_SSIMKernel`'s gradient with MSE: go_ssim · ctx.grad + go_mse · 2 w (p − t) / den, in one pass
     (`_mse_ssim_grad`); made in place the first time, as `_grad_times`, and anew for a kept graph's next backward."""
     p, t, w = ctx.saved_tensors
-    gs, gm, last = float(go_ssim), 2.0 * float(go_mse) / ctx.den, getattr(ctx, "factor", None)
-    if last is None and gs != 0.0:
-        a, b, out = gs, gm, ctx.grad
-        ctx.factor = (gs, gm)
-    else:  # out = a · (what ctx.grad holds now) + b · the MSE gradient
-        a = 0.0 if last is None else gs / last[0]
-        b = gm if last is None else gm - a * last[1]  # 0 when the factors repeat
-        out = ctx.grad.clone()
+    a, (b,), out = _kept_factors(ctx, (float(go_ssim), 2.0 * float(go_mse) / ctx.den))
     typed = _typed(p.dtype)
     _run_kernel(_mse_ssim_grad, p.shape[0] * p.shape[1], out, p, t, w[:, 0], typed(a), typed(b))
     return out

@@ -190,16 +190,19 @@ def ssim_loss(pred, target, mask=None, window: int = 7, data_range=None) -> torc
     finite = _finite(target)
     return _ssim_w(pred, target.nan_to_num(0.0), _weights(target, mask, finite), window, data_range, _nodata_arg(finite))
 
+def _ssim_args(t0, window, data_range, valid) -> tuple:
+    "(v, c1, c2, g) of the forward-made SSIM term: the valid mask (None: no nodata), SSIM's constants, the Gaussian window."
+    _check_window(*t0.shape[-2:], window)
+    v = None if valid is None else (valid > 0).to(t0.dtype)
+    return (v, *_ssim_constants(t0, data_range, v), _gauss_1d(window, 1.5, t0.device, t0.dtype))
+
 def _ssim_w(pred, t0, w, window, data_range, valid=None, mse: bool = False):
     "1 − weighted mean SSIM; `mse`: (`_mse_w`, that), on the CPU kernel from one pass and with one gradient."
     if mse and not (_fused(t0, w) and _on_kernel(pred, t0, w)):
         return _mse_w(pred, t0, w), _ssim_w(pred, t0, w, window, data_range, valid)
     if not _fused(t0, w):  # compiled code fuses the autograd graph itself
         return 1.0 - _wmean(ssim_map(pred, t0, window, data_range=data_range, valid=valid), w)
-    _check_window(*t0.shape[-2:], window)
-    v = None if valid is None else (valid > 0).to(t0.dtype)
-    c1, c2 = _ssim_constants(t0, data_range, v)
-    g = _gauss_1d(window, 1.5, t0.device, t0.dtype)
+    v, c1, c2, g = _ssim_args(t0, window, data_range, valid)
     if _on_kernel(pred, t0, w):
         return _SSIMKernel.apply(pred, t0, w, v, c1, c2, g, mse)
     return _SSIMTerm.apply(pred, t0, w, v, c1, c2, g)
@@ -440,10 +443,7 @@ def _recon_w(pred, t0, w, window, data_range, valid, reflectance) -> dict | None
     if not (_fused(t0, w) and _on_kernel(pred, t0, w, *r) and all(x.dim() == 4 and x.shape[0] == 1 for x in r)):
         return None
     _, _, r = _spectral_args(pred, t0, w, reflectance)  # its checks; pred, t0 as they are (the kernels convert)
-    _check_window(*t0.shape[-2:], window)
-    v = None if valid is None else (valid > 0).to(t0.dtype)
-    g = _gauss_1d(window, 1.5, t0.device, t0.dtype)
-    out = _ReconKernel.apply(pred, t0, w, v, *_ssim_constants(t0, data_range, v), g, r, (1e-4, 1e-12))
+    out = _ReconKernel.apply(pred, t0, w, *_ssim_args(t0, window, data_range, valid), r, (1e-4, 1e-12))
     return dict(zip(("mse", "ssim", "kl", "sam"), out))
 
 # %% ../nbs/01c_losses.ipynb #lw000001
