@@ -575,7 +575,7 @@ class HyperspectralMAE(nn.Module, StrictHubMixin, library_name="hyperkd", licens
         layers = self.distill_layers if layers is None else tuple(layers)
         tokens, feats = self.encoder(x.unsqueeze(2), mask, layers)
         pred = self.decoder(tokens, mask)
-        img = unpatchify(pred, self.patch_size, self.in_chans, self.grid)[:, :, 0]
+        img = unpatchify(pred, self.patch_size, self.in_chans, self.grid).squeeze(2)  # a view: no zero-filled copy in backward
         proj = {k: self.projector(v) for k, v in feats.items()} if self.projector is not None else {}
         return MAEOutput(img, mask, feats, proj, self.mask_to_pixels(mask))
 
