@@ -236,10 +236,18 @@ def _col(g, m, rows, j):
 
 @_jit()
 def _fold(y, n):
-    "The adjoint of reflect padding by 3 along y's first axis (n + 6 long, pixel i at i + 3): padding added onto its mirror."
+    "The adjoint of reflect padding by 3 along y's first axis (n + 6 rows, row i at i + 3): padding added onto its mirror."
     for m in range(3):
-        y[m + 4] += y[2 - m]
-        y[n + 1 - m] += y[n + 3 + m]
+        a, b, c, d = y[m + 4], y[2 - m], y[n + 1 - m], y[n + 3 + m]
+        for j in range(len(a)):
+            a[j] += b[j]
+            c[j] += d[j]
+
+@_jit()
+def _edges(g, z, n):
+    "`_win` at 2, 1, 0, n + 3..n + 5 on a row zero-padded by 6: what `_fold` adds onto pixels 1..3, n − 2..n − 4."
+    return g[4] * z[6] + g[5] * z[7] + g[6] * z[8], g[5] * z[6] + g[6] * z[7], g[6] * z[6], \
+        g[0] * z[n + 3] + g[1] * z[n + 4] + g[2] * z[n + 5], g[0] * z[n + 4] + g[1] * z[n + 5], g[0] * z[n + 5]
 
 # %% ../nbs/01c0_kernels.ipynb #krn00024
 @_jit()
@@ -250,10 +258,8 @@ def _ssim_planes7(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals, sq):
     g, dt = (g[0], g[1], g[2], g[3], g[4], g[5], g[6]), p.dtype
     hp, ht, he, hx = np.empty((H, W), dt), np.empty((H, W), dt), np.empty((H, W), dt), np.empty((H, W), dt)
     dm, dx, de = np.zeros((H + 12, W), dt), np.zeros((H + 12, W), dt), np.zeros((H + 12, W), dt)  # 6 zero rows a side
-    ym, yx, ye = np.empty((H + 6, W), dt), np.empty((H + 6, W), dt), np.empty((H + 6, W), dt)
+    ym, yx, ye = np.zeros((H + 6, W + 12), dt), np.zeros((H + 6, W + 12), dt), np.zeros((H + 6, W + 12), dt)  # and cols
     rp, rt, re, rx = np.empty(W + 6, dt), np.empty(W + 6, dt), np.empty(W + 6, dt), np.empty(W + 6, dt)
-    zm, zx, ze = np.zeros(W + 12, dt), np.zeros(W + 12, dt), np.zeros(W + 12, dt)
-    om, ox, oe = np.empty(W + 6, dt), np.empty(W + 6, dt), np.empty(W + 6, dt)
     for n in range(n0, n1):
         b, c = n // C, n % C
         P, T, wb, ib = p[b, c], t[b, c], w[b], inv[b]
@@ -287,21 +293,19 @@ def _ssim_planes7(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals, sq):
         totals[n] = s
         if grad.size == 0:
             continue
-        for q in range(H + 6):  # the adjoint along H: the window over the zero-padded maps, then the padding folded
-            rows = (q, q + 1, q + 2, q + 3, q + 4, q + 5, q + 6)
+        for q in range(H + 6):  # the adjoint along H: the window over the zero-padded maps, into zero-padded rows
+            rows, Ym, Yx, Ye = (q, q + 1, q + 2, q + 3, q + 4, q + 5, q + 6), ym[q, 6:], yx[q, 6:], ye[q, 6:]
             for j in range(W):
-                ym[q, j], yx[q, j], ye[q, j] = _col(g, dm, rows, j), _col(g, dx, rows, j), _col(g, de, rows, j)
-        _fold(ym, H); _fold(yx, H); _fold(ye, H)
+                Ym[j], Yx[j], Ye[j] = _col(g, dm, rows, j), _col(g, dx, rows, j), _col(g, de, rows, j)
+        _fold(ym, H); _fold(yx, H); _fold(ye, H)  # the padding folded
         G, vb = grad[b, c], v[b]
-        for i in range(H):  # the adjoint along W, folded, and the gradient (as `_ssim_planes`)
+        for i in range(H):  # the adjoint along W, and the gradient (as `_ssim_planes`); then the padding folded
+            zm, zx, ze, Gr, Tr, Pr, vr = ym[i + 3], yx[i + 3], ye[i + 3], G[i], T[i], P[i], vb[i]
             for j in range(W):
-                zm[j + 6], zx[j + 6], ze[j + 6] = ym[i + 3, j], yx[i + 3, j], ye[i + 3, j]
-            for j in range(W + 6):
-                om[j], ox[j], oe[j] = _win(g, zm, j), _win(g, zx, j), _win(g, ze, j)
-            _fold(om, W); _fold(ox, W); _fold(oe, W)
-            Gr, Tr, Pr, vr = G[i], T[i], P[i], vb[i]
-            for j in range(W):
-                Gr[j] = ox[j + 3] * Tr[j] + two * oe[j + 3] * Pr[j] + om[j + 3] * vr[j]
+                Gr[j] = _win(g, zx, j + 3) * Tr[j] + two * _win(g, ze, j + 3) * Pr[j] + _win(g, zm, j + 3) * vr[j]
+            em, ex, ee = _edges(g, zm, W), _edges(g, zx, W), _edges(g, ze, W)
+            for m, j in enumerate((1, 2, 3, W - 2, W - 3, W - 4)):
+                Gr[j] += ex[m] * Tr[j] + two * ee[m] * Pr[j] + em[m] * vr[j]
 
 @_jit()
 def _mse_ssim_grad(n0, n1, g, p, t, w, a, b):
