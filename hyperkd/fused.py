@@ -14,8 +14,7 @@ try:
 except ImportError:  # no numba: the loss terms take their PyTorch path (`01c0_kernels`)
     numba = None
 
-from hyperkd.kernels import _jit, _JIT, _FM, _CHUNK, _LOGF, _run_kernel, _typed, _ssim_pass, _spectral_pass, _kept_factors, \
-    _ssim_planes7
+from .kernels import _jit, _JIT, _FM, _CHUNK, _LOGF, _run_kernel, _typed, _ssim_pass, _spectral_pass, _kept_factors
 from .kernels import _zero_safe_sqrt, _angle_coef
 
 # %% auto #0
@@ -257,30 +256,12 @@ def _recon_grad(n0, n1, g, pv, tv, w, a, b, p, t, mean, std, eps, coef, go):
             G[j] = a * G[j] + b * wi[j] * (PV[j] - TV[j]) + \
                 _kl_sam_at(P[j] * sd + mn, T[j] * sd + mn, eps, gk, gs, ka[j], kq[j], k1[j], k2[j])
 
-# %% ../nbs/01c2_fused.ipynb #fus00050
-@_jit()
-def _recon_planes(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals, sq, po, to, mean, std, eps, coef, f):
-    """`_ssim_planes7` (its arguments first) and then `_recon_grad` with factors f = (a, b, KL's, the angle's) on the
-    (image, band) pairs n0..n1 − 1, 8 at a time: the gradient finished while the planes are in the core's cache.
-    p, t: times v, as the SSIM kernel takes them; po, to: as given (for KL and the angle); coef (4, B, H·W)."""
-    B, C, H, W = p.shape
-    flat = lambda x: x.reshape(B, C, H * W)
-    for m in range(n0, n1, 8):
-        e = min(m + 8, n1)
-        _ssim_planes7(m, e, p, t, w, inv, v, c1, c2, g, k, grad, totals, sq)
-        _recon_grad(m, e, flat(grad), flat(p), flat(t), w.reshape(B, H * W), f[0], f[1], flat(po), flat(to), mean,
-                    std, eps, coef, f[2:])
-
-
 # %% ../nbs/01c2_fused.ipynb #fus00009
 def _recon_times(ctx, go_mse, go_ssim, go_kl, go_sam) -> torch.Tensor:
     """`_ReconKernel`'s gradient for the four factors of the backward pass, in one pass (`_recon_grad`): into the SSIM
-    kernel's buffer the first time (SSIM's factor not 0), anew for a kept graph's later backward passes; no pass
-    where the buffer already holds these factors (`_recon_planes`)."""
+    kernel's buffer the first time (SSIM's factor not 0), anew for a kept graph's later backward passes."""
     pv, tv, w, p, t, coef, mean, std = ctx.saved_tensors
     a, rest, out = _kept_factors(ctx, (float(go_ssim), 2.0 * float(go_mse) / ctx.den, float(go_kl), float(go_sam)))
-    if a == 1.0 and not any(rest):
-        return out
     (B, C), typed = p.shape[:2], _typed(p.dtype)
     flat = lambda x: x.reshape(B, C, -1)
     _run_kernel(_recon_grad, B * C, flat(out), flat(pv), flat(tv), w.reshape(B, -1), typed(a),
@@ -292,23 +273,15 @@ class _ReconKernel(torch.autograd.Function):
     """(MSE, SSIM loss, KL, spectral angle) of `p` against `t` (B, C, H, W) on the CPU kernels, one node: the SSIM
     kernel's pass (`_SSIMKernel`'s arguments w, v, c1, c2, g; its MSE) and `_kl_sam_pixels`' (`_KL_SAM`, on
     `reflectance` (mean, std) each (1, C, 1, 1), or None; weights w; `eps` KL's and the angle's), and one gradient
-    (`_recon_times`). The values are those of `_SSIMKernel(..., mse=True)` and `_SpectralKernel(..., _KL_SAM)`.
-    `expect`: the factors the backward pass will bring (MSE's, SSIM's, KL's, the angle's: the loss's weights), or
-    None; given (SSIM's not 0, a 7-tap window), the forward pass makes the gradient for them (`_recon_planes`)."""
+    (`_recon_times`). The values are those of `_SSIMKernel(..., mse=True)` and `_SpectralKernel(..., _KL_SAM)`."""
     @staticmethod
-    def forward(ctx, p, t, w, v, c1, c2, g, reflectance, eps, expect=None):
+    def forward(ctx, p, t, w, v, c1, c2, g, reflectance, eps):
+        grad, totals, sq, den, pv, tv = _ssim_pass(p, t, w, v, c1, c2, g, ctx.needs_input_grad[0])
         (kl, sam), coef, mean, std = _spectral_pass(p, t, w, eps, _KL_SAM[0], reflectance)
-        typed, then = _typed(p.dtype), None
-        if ctx.needs_input_grad[0] and expect is not None and expect[1] != 0 and len(g) == 7:
-            def then(den):  # the factors as `_recon_times` makes them from the backward pass's
-                m, s, k, a = (float(typed(x)) for x in expect)
-                ctx.held = (s, 2.0 * m / float(den), k, a)
-                return _recon_planes, p, t, mean, std, typed(eps[0]), coef, np.array(ctx.held, typed)
-        grad, totals, sq, den, pv, tv = _ssim_pass(p, t, w, v, c1, c2, g, ctx.needs_input_grad[0], then)
         ctx.save_for_backward(pv, tv, w, p, t, coef, mean, std)
         ctx.grad, ctx.den, ctx.eps = grad, float(den), eps[0]  # the buffer: not saved, made the gradient in place
         return sq.sum() / den, 1.0 - totals.sum() / den, kl, sam
 
     @staticmethod
     def backward(ctx, *go):
-        return _recon_times(ctx, *go), None, None, None, None, None, None, None, None, None
+        return _recon_times(ctx, *go), None, None, None, None, None, None, None, None

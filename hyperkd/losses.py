@@ -436,16 +436,14 @@ class TargetNorm(nn.Module):
         return (t.detach().float() - self.mean) / torch.sqrt(self.var + self.eps)
 
 # %% ../nbs/01c_losses.ipynb #fus10002
-def _recon_w(pred, t0, w, window, data_range, valid, reflectance, weights=None) -> dict | None:
+def _recon_w(pred, t0, w, window, data_range, valid, reflectance) -> dict | None:
     """{'mse', 'ssim', 'kl', 'sam'}: `_ssim_w(..., mse=True)` and `_kl_sam_w` (default eps) from one node on the CPU
-    kernels (`_ReconKernel`), or None where the kernels do not take all four (then each is made as usual). `weights`
-    (`LossWeights`): the terms' weights in the sum, the gradient then made for them in the forward pass."""
+    kernels (`_ReconKernel`), or None where the kernels do not take all four (then each is made as usual)."""
     r = () if reflectance is None else reflectance  # per image (B, C, 1, 1): converted copies, the terms one by one
     if not (_fused(t0, w) and _on_kernel(pred, t0, w, *r) and all(x.dim() == 4 and x.shape[0] == 1 for x in r)):
         return None
     _, _, r = _spectral_args(pred, t0, w, reflectance)  # its checks; pred, t0 as they are (the kernels convert)
-    expect = None if weights is None else (weights.mse, weights.ssim, weights.kl, weights.sam)
-    out = _ReconKernel.apply(pred, t0, w, *_ssim_args(t0, window, data_range, valid), r, (1e-4, 1e-12), expect)
+    out = _ReconKernel.apply(pred, t0, w, *_ssim_args(t0, window, data_range, valid), r, (1e-4, 1e-12))
     return dict(zip(("mse", "ssim", "kl", "sam"), out))
 
 # %% ../nbs/01c_losses.ipynb #lw000001
@@ -503,7 +501,7 @@ class HyperKDLoss(nn.Module):
         _check_sizes(pred.shape, kb, ks, self.ssim_band_bin)
         o, seed = _draw_sample(offsets, kb) if kb > 1 or ks > 1 else (0, 0)  # full terms: no draw, runs stay as they were
         both = bool(w.mse and w.ssim) and self.ssim_window != "patch" and kb == 1 and self.ssim_band_bin == 1
-        four = _recon_w(pred, t0, valid, self.ssim_window, self.ssim_data_range, _nodata_arg(finite), reflectance, w) if both \
+        four = _recon_w(pred, t0, valid, self.ssim_window, self.ssim_data_range, _nodata_arg(finite), reflectance) if both \
             and w.kl and w.sam and ks == 1 and (reflectance is not None or pred_refl is None and target_refl is None) else None
         terms = dict(four or {})  # all four on the CPU kernels: one node, one gradient (`_recon_w`); else each term below
         if w.mse and not both: terms["mse"] = _mse_w(pred, t0, valid)
