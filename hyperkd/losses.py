@@ -269,15 +269,21 @@ def spectral_kl(pred, target, mask=None, eps: float = 1e-4) -> torch.Tensor:
     "KL(target ‖ pred) between per-pixel spectra normalised to distributions over bands (use reflectance)."
     return _kl_w(pred, target.nan_to_num(eps), _weights(target, mask), eps)
 
+def _kernel_reads(pred, target, w, reflectance=None) -> bool:
+    """Do the CPU kernels take pred, target as they are, converting by `reflectance` (mean, std) as they read? Not per
+    image, and not for a mean or std with gradient: the kernels' gradient is only the prediction's (autograd takes those)."""
+    r = () if reflectance is None else reflectance
+    return _fused(target, w) and _on_kernel(pred, target, w, *r) and \
+        all(x.dim() == 4 and x.shape[0] == 1 and not x.requires_grad for x in r)
+
 def _spectral_args(pred, target, w, reflectance):
     """(pred, target, reflectance) for a spectral term given x and `reflectance` = (mean, std), each (1 or B, C, 1, 1)
-    (None: already reflectance): converted to x · std + mean here, unless the CPU kernel converts as it reads (not
-    for a mean or std with gradient: the kernels' gradient is only the prediction's, so autograd takes those)."""
+    (None: already reflectance): converted to x · std + mean here, unless the CPU kernel converts as it reads
+    (`_kernel_reads`)."""
     if reflectance is not None and any(r.dim() != 4 or r.shape[1] != pred.shape[1] or r.shape[2:] != (1, 1) for r in reflectance):
         raise ValueError(f"reflectance: (mean, std) must each be (1, C, 1, 1) or (B, C, 1, 1) with C = {pred.shape[1]} "
                          f"bands; got shapes {[tuple(r.shape) for r in reflectance]}.")
-    if reflectance is None or (_fused(target, w) and _on_kernel(pred, target, w, *reflectance) and
-                               all(r.shape[0] == 1 and not r.requires_grad for r in reflectance)):
+    if reflectance is None or _kernel_reads(pred, target, w, reflectance):
         return pred, target, reflectance
     mean, std = reflectance
     return pred * std + mean, target * std + mean, None
@@ -440,8 +446,7 @@ class TargetNorm(nn.Module):
 def _recon_w(pred, t0, w, window, data_range, valid, reflectance) -> dict | None:
     """{'mse', 'ssim', 'kl', 'sam'}: `_ssim_w(..., mse=True)` and `_kl_sam_w` (default eps) from one node on the CPU
     kernels (`_ReconKernel`), or None where the kernels do not take all four (then each is made as usual)."""
-    r = () if reflectance is None else reflectance  # per image (B, C, 1, 1): converted copies, the terms one by one
-    if not (_fused(t0, w) and _on_kernel(pred, t0, w, *r) and all(x.dim() == 4 and x.shape[0] == 1 and not x.requires_grad for x in r)):
+    if not _kernel_reads(pred, t0, w, reflectance):  # e.g. per image (B, C, 1, 1): converted copies, term by term
         return None
     _, _, r = _spectral_args(pred, t0, w, reflectance)  # its checks; pred, t0 as they are (the kernels convert)
     out = _ReconKernel.apply(pred, t0, w, *_ssim_args(t0, window, data_range, valid), r, (1e-4, 1e-12))
