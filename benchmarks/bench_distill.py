@@ -21,7 +21,11 @@ rounds (one step of each per round, --repeats rounds); prints each median step t
 ratios of the medians to the baseline (target for hyperkd: <= 1.3) and achieved FLOP/s / the matmul peak.
 --no-compile skips the compiled variants; --variants picks some; --profile N then runs N more steps of each variant
 under torch.profiler and prints its operators by self CPU time per step (the loss's kernel nodes among them:
-_ReconKernel, _SSIMKernel, _SpectralKernel and their backward passes). The process keeps freed blocks up to 64 MiB on its
+_ReconKernel, _SSIMKernel, _SpectralKernel and their backward passes). --parts: where each step's time goes, the
+medians of its parts timed inside the step by wrapping what it calls (teacher view, mask, student `net`, teacher
+features, loss and in it the one node's passes: hyperkd.fused's _ssim_pass, _spectral_pass, _recon_times; the
+step's forward, backward and AdamW), and gradient_score alone on the teacher's view (the wrappers add a few
+microseconds a call). The process keeps freed blocks up to 64 MiB on its
 heap as the training commands do (hyperkd.cli.keep_heap); --default-heap leaves glibc's allocator as it is. It imports
 hyperkd.cli before torch, as the `hyperkd` command does, so libgomp's idle threads spin briefly (GOMP_SPINCOUNT, see
 hyperkd.cli.SPIN_SET); --default-spin leaves libgomp's default.
@@ -51,10 +55,14 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import hyperkd.step
+from hyperkd import fused
 from hyperkd.ablation import ABLATION_VARIANTS
 from hyperkd.cli import keep_heap
 from hyperkd.distill import TrainConfig, Trainer
+from hyperkd.masking import gradient_score
 from hyperkd.models import PRITHVI_PRESETS, PrithviMAE, save_prithvi
+
+PARTS: dict = {}  # (variant, part) -> seconds per call, for --parts
 
 
 def sync(dev):
@@ -183,6 +191,7 @@ def main():
     ap.add_argument("--memory", action="store_true", help="peak memory of a step, loss before issue #20 and now")
     ap.add_argument("--profile", type=int, default=0, metavar="N", help="then profile N steps of each variant: operators "
                     "by self CPU time per step")
+    ap.add_argument("--parts", action="store_true", help="also the median time of each part of each step (see above)")
     ap.add_argument("--default-spin", action="store_true", help="libgomp's default spin of idle OpenMP threads (the "
                     "`hyperkd` command shortens it: hyperkd.cli.SPIN_SET)")
     ap.add_argument("--default-heap", action="store_true", help="leave glibc's allocator as it is (the training commands "
@@ -236,17 +245,27 @@ def main():
     print(f"device {dev} ({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'cpu'}), torch {torch.__version__}; "
           f"{kind} matmul peak {peak / 1e9:.0f} GFLOP/s; batch {a.batch}, {a.img} px, patch {a.patch}, student {a.student}; "
           f"heap {heap}; OpenMP spin GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', 'unset (libgomp default)')}")
-    steps, flops = {}, {}
+    steps, flops, view = {}, {}, None
+    if a.parts:  # the one node's passes (the default loss on a CPU)
+        for part in ("_ssim_pass", "_spectral_pass", "_recon_times"):
+            setattr(fused, part, timed(("hyperkd's one node", part), getattr(fused, part)))
     for name, cfg in variants.items():
         with (loss_before() if name == "hyperkd-before" else contextlib.nullcontext()):
             tr = Trainer(cfg, log=lambda *_: None)
         x = tr._to_device(torch.stack([tr.dataset[i % len(tr.dataset)] for i in range(a.batch)]))  # normalised on the device (dn loader)
+        if a.parts:
+            view = time_parts(name, tr.train_step) or view
 
-        def step(tr=tr, x=x):
+        def step(tr=tr, x=x, name=name):
+            t0 = time.perf_counter()
             tr.opt.zero_grad(set_to_none=True)
             total, _ = tr.compute_loss(x, 0)
+            t1 = time.perf_counter()
             total.backward()
+            t2 = time.perf_counter()
             tr.opt.step()
+            for part, t in (("forward", t1 - t0), ("backward", t2 - t1), ("AdamW", time.perf_counter() - t2)):
+                PARTS.setdefault((name, part), []).append(t)
         step(); step()  # warm-up (and compilation)
         steps[name] = step
         if name.endswith("-compiled") and name[:-9] in flops:  # same FLOPs as eager (the counter cannot see compiled code)
@@ -257,6 +276,7 @@ def main():
             flops[name] = fc.get_total_flops()
     # interleaved rounds (one step of every variant per round): drifts of the machine hit all variants alike
     ts = {name: [] for name in steps}
+    PARTS.clear()  # the rounds' only
     for _ in range(a.repeats):
         for name, step in steps.items():
             sync(dev)
@@ -277,8 +297,48 @@ def main():
     if "hyperkd" in times and "hyperkd-before" in times:
         print(f"ratio hyperkd / hyperkd-before (the step now / before issue #20):   {times['hyperkd'] / times['hyperkd-before']:.2f}")
     print("(the trainer compiles the loss on CUDA only: compile_loss='auto')")
+    if a.parts:
+        print_parts(steps, view, x, a.patch)
     if a.profile:
         profile_steps(steps, a.profile)
+
+
+def timed(key, f):
+    "f, its wall time per call appended to PARTS[key] (--parts)."
+    def g(*args, **kw):
+        t = time.perf_counter()
+        try:
+            return f(*args, **kw)
+        finally:
+            PARTS.setdefault(key, []).append(time.perf_counter() - t)
+    return g
+
+
+def time_parts(name: str, st):
+    "Wrap what the step `st` calls (--parts); returns its teacher view (HyperKD steps) or None."
+    for part in ("teacher_view", "mask", "net", "loss"):
+        if hasattr(st, part):
+            setattr(st, part, timed((name, part), getattr(st, part)))
+    if st.teacher is not None:
+        st.teacher.features = timed((name, "teacher features"), st.teacher.features)
+        return st.teacher_view
+
+
+def print_parts(steps: dict, view, x, patch: int):
+    "The medians (ms) of each variant's parts, the one node's passes, and gradient_score alone on the teacher's view of x."
+    order = ("forward", "teacher_view", "mask", "net", "teacher features", "loss", "backward", "AdamW")
+    for name in (*steps, "hyperkd's one node"):
+        parts = {k[1]: statistics.median(v) * 1e3 for k, v in PARTS.items() if k[0] == name}
+        if parts:  # the step's parts in the step's order, then the one node's passes
+            keys = [p for p in order if p in parts] + [p for p in parts if p not in order]
+            print(f"parts of {name:18s} " + "  ".join(f"{p} {parts[p]:.1f}" for p in keys))
+    if view is not None:
+        xt, ts = view(x)[:, :, 0], []
+        for _ in range(50):
+            t = time.perf_counter()
+            gradient_score(xt, patch)
+            ts.append(time.perf_counter() - t)
+        print(f"gradient_score alone on the teacher's view {tuple(xt.shape)}: {statistics.median(ts) * 1e3:.2f} ms")
 
 
 def profile_steps(steps: dict, n: int, top: int = 14):
