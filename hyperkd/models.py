@@ -120,10 +120,12 @@ class MAEEncoder(nn.Module):
     def n_tokens(self) -> int: return int(np.prod(self.grid))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, layers: Sequence[int] = (),
-                extra: torch.Tensor | None = None):
+                extra: torch.Tensor | None = None, final: bool = True):
         """x: (B, C, T, H, W); mask: (B, N) bool (True = masked) or None (all visible); extra: (B, N or 1, D)
         added after the positional code (time/location). Returns (tokens after the final norm, {layer: tokens}),
-        tokens as (B, 1 + n_visible, D) with the CLS token first. Layer -1 is the normed output."""
+        tokens as (B, 1 + n_visible, D) with the CLS token first. Layer -1 is the normed output. `final=False`:
+        the caller wants `layers` only, so the blocks after the last of them (and the norm) are not run, and the
+        first value is None (a teacher distilled at half depth runs half its blocks)."""
         t = self.patch_embed(x)
         if t.shape[1] != self.n_tokens:
             raise ValueError(f"Input gives {t.shape[1]} tokens, the encoder was built for a {self.grid} grid "
@@ -136,11 +138,14 @@ class MAEEncoder(nn.Module):
             t = t.gather(1, ids[..., None].expand(-1, -1, t.shape[-1]))
         t = torch.cat([(self.cls_token + self.pos_embed[:, :1]).expand(t.shape[0], -1, -1), t], dim=1)
         wanted = {l % len(self.blocks) if l >= 0 else l for l in layers}
+        stop = len(self.blocks) if final or -1 in wanted else max(wanted, default=-1) + 1  # nothing wanted after it
         feats = {}
-        for i, blk in enumerate(self.blocks):
+        for i, blk in enumerate(self.blocks[:stop]):
             t = blk(t)
             if i in wanted:
                 feats[i] = t
+        if stop < len(self.blocks):
+            return None, feats
         t = self.norm(t)
         if -1 in wanted:
             feats[-1] = t
@@ -319,9 +324,10 @@ class PrithviMAE(nn.Module):
         return out
 
     def encode(self, x, mask=None, layers: Sequence[int] = (-1,), temporal_coords=None, location_coords=None):
-        "Encoder only: {layer: (B, 1 + n_visible, D)} for the given mask (True = masked); no decoder pass."
+        "Encoder only: {layer: (B, 1 + n_visible, D)} for the given mask (True = masked); no decoder pass, and no block after the last layer asked for."
         x = self._as5d(x)
-        _, feats = self.encoder(x, mask, layers, self._extra("enc", temporal_coords, location_coords, self.n_tokens))
+        _, feats = self.encoder(x, mask, layers, self._extra("enc", temporal_coords, location_coords, self.n_tokens),
+                                final=False)
         return feats
 
     @torch.inference_mode()
