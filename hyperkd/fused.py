@@ -15,7 +15,7 @@ except ImportError:  # no numba: the loss terms take their PyTorch path (`01c0_k
     numba = None
 
 from .kernels import _jit, _JIT, _FM, _CHUNK, _LOGF, _run_kernel, _typed, _ssim_pass, _spectral_pass, _kept_factors
-from .kernels import _zero_safe_sqrt, _angle_coef
+from .kernels import _zero_safe_sqrt, _angle_coef, _ssim_planes7, _ssim_planes
 
 # %% auto #0
 __all__ = []
@@ -257,11 +257,21 @@ def _recon_grad(n0, n1, g, pv, tv, w, a, b, p, t, mean, std, eps, coef, go):
                 _kl_sam_at(P[j] * sd + mn, T[j] * sd + mn, eps, gk, gs, ka[j], kq[j], k1[j], k2[j])
 
 # %% ../nbs/01c2_fused.ipynb #fus00009
-def _recon_times(ctx, go_mse, go_ssim, go_kl, go_sam) -> torch.Tensor:
-    """`_ReconKernel`'s gradient for the four factors of the backward pass, in one pass (`_recon_grad`): into the SSIM
-    kernel's buffer the first time (SSIM's factor not 0), anew for a kept graph's later backward passes."""
+def _factors(go, den: float) -> tuple:
+    "The backward pass's factors of (MSE, SSIM, KL, angle) as `_recon_grad` takes them: SSIM's, 2 · MSE's / den, KL's, the angle's."
+    return float(go[1]), 2.0 * float(go[0]) / den, float(go[2]), float(go[3])
+
+def _recon_times(ctx, *go) -> torch.Tensor:
+    """`_ReconKernel`'s gradient for the four factors go of the backward pass (MSE, SSIM, KL, angle), in one pass
+    (`_recon_grad`): into the SSIM kernel's buffer the first time (SSIM's factor not 0), anew for a kept graph's later
+    backward passes; no pass where the forward pass made it with these factors (`_recon_planes`). Keeps go in the
+    guess (`_ReconKernel`), for the next forward pass."""
     pv, tv, w, p, t, coef, mean, std = ctx.saved_tensors
-    a, rest, out = _kept_factors(ctx, (float(go_ssim), 2.0 * float(go_mse) / ctx.den, float(go_kl), float(go_sam)))
+    if ctx.guess is not None and float(go[1]) != 0.0:
+        ctx.guess[0] = tuple(float(x) for x in go)
+    a, rest, out = _kept_factors(ctx, _factors(go, ctx.den))
+    if a == 1.0 and not any(rest):  # the buffer holds this sum already
+        return out
     (B, C), typed = p.shape[:2], _typed(p.dtype)
     flat = lambda x: x.reshape(B, C, -1)
     _run_kernel(_recon_grad, B * C, flat(out), flat(pv), flat(tv), w.reshape(B, -1), typed(a),
@@ -273,15 +283,49 @@ class _ReconKernel(torch.autograd.Function):
     """(MSE, SSIM loss, KL, spectral angle) of `p` against `t` (B, C, H, W) on the CPU kernels, one node: the SSIM
     kernel's pass (`_SSIMKernel`'s arguments w, v, c1, c2, g; its MSE) and `_kl_sam_pixels`' (`_KL_SAM`, on
     `reflectance` (mean, std) each (1, C, 1, 1), or None; weights w; `eps` KL's and the angle's), and one gradient
-    (`_recon_times`). The values are those of `_SSIMKernel(..., mse=True)` and `_SpectralKernel(..., _KL_SAM)`."""
+    (`_recon_times`). The values are those of `_SSIMKernel(..., mse=True)` and `_SpectralKernel(..., _KL_SAM)`.
+    `guess`: a list whose item 0 is None or the factors of the last backward pass (`_recon_times` puts them there);
+    with factors, the forward pass makes the whole gradient for them (`_recon_planes`) and, where the backward pass
+    brings the same factors, it only hands it out."""
     @staticmethod
-    def forward(ctx, p, t, w, v, c1, c2, g, reflectance, eps):
-        grad, totals, sq, den, pv, tv = _ssim_pass(p, t, w, v, c1, c2, g, ctx.needs_input_grad[0])
+    def forward(ctx, p, t, w, v, c1, c2, g, reflectance, eps, guess=None):
         (kl, sam), coef, mean, std = _spectral_pass(p, t, w, eps, _KL_SAM[0], reflectance)
+        f = guess[0] if guess is not None and ctx.needs_input_grad[0] else None
+        tail = None if f is None else _recon_tail(f, p, t, mean, std, eps[0], coef)
+        grad, totals, sq, den, pv, tv = _ssim_pass(p, t, w, v, c1, c2, g, ctx.needs_input_grad[0], tail)
         ctx.save_for_backward(pv, tv, w, p, t, coef, mean, std)
-        ctx.grad, ctx.den, ctx.eps = grad, float(den), eps[0]  # the buffer: not saved, made the gradient in place
+        ctx.grad, ctx.den, ctx.eps, ctx.guess = grad, float(den), eps[0], guess  # the buffer: not saved, handed out
+        if f is not None:
+            ctx.built = _factors(f, ctx.den)  # what the buffer holds (`_kept_factors`)
         return sq.sum() / den, 1.0 - totals.sum() / den, kl, sam
 
     @staticmethod
     def backward(ctx, *go):
-        return _recon_times(ctx, *go), None, None, None, None, None, None, None, None
+        return _recon_times(ctx, *go), None, None, None, None, None, None, None, None, None
+
+# %% ../nbs/01c2_fused.ipynb #fus00045
+_GROUP = 8  # planes per round of `_recon_planes`: their gradient, p and t stay in the core's cache (L2) for `_recon_grad`
+
+@_jit()
+def _recon_planes(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals, sq, a, b, pr, tr, mean, std, eps, coef, go):
+    """The SSIM kernel (`_ssim_planes7`, `_ssim_planes` for other windows; its arguments first) and `_recon_grad` on the
+    gradient it made (a, b; reflectance from pr, tr (B, C, N) with mean, std; eps, coef, go), `_GROUP` planes at a time."""
+    B, C, H, W = p.shape
+    G, pv, tv, wf = grad.reshape((B, C, H * W)), p.reshape((B, C, H * W)), t.reshape((B, C, H * W)), w.reshape((B, H * W))
+    for n in range(n0, n1, _GROUP):
+        m = min(n + _GROUP, n1)
+        if len(g) == 7:
+            _ssim_planes7(n, m, p, t, w, inv, v, c1, c2, g, k, grad, totals, sq)
+        else:
+            _ssim_planes(n, m, p, t, w, inv, v, c1, c2, g, k, grad, totals, sq)
+        _recon_grad(n, m, G, pv, tv, wf, a, b, pr, tr, mean, std, eps, coef, go)
+
+def _recon_tail(f, p, t, mean, std, eps, coef):
+    """`_ssim_pass`' tail for the factors f (MSE, SSIM, KL, angle): (`_recon_planes`, its arguments after the SSIM
+    kernel's), from den (`_factors`)."""
+    (B, C), typed = p.shape[:2], _typed(p.dtype)
+    def tail(den):
+        a, b, gk, gs = _factors(f, den)
+        return _recon_planes, (typed(a), typed(b), p.reshape(B, C, -1), t.reshape(B, C, -1), mean, std, typed(eps),
+                               coef, np.array([gk, gs], typed))
+    return tail

@@ -337,15 +337,16 @@ def _grad_times(ctx, go: torch.Tensor) -> torch.Tensor:
 
 def _kept_factors(ctx, f: tuple) -> tuple:
     """(a, rest, out) for a gradient that a kernel makes in one pass as a · (the buffer `ctx.grad`) + Σ rest[i] · part i,
-    from the backward pass's factors f (the buffer's own first). The first time (f[0] not 0) in place: out is the
-    buffer, and f is kept. Later (a kept graph) the buffer holds f_then[0] · S + Σ f_then[i] · part i, and out is a new
-    tensor: a = f[0] / f_then[0], rest = f[1:] − a · f_then[1:] (0 for repeated factors)."""
-    last = getattr(ctx, "factor", None)
-    if last is None and f[0] != 0.0:
-        ctx.factor = f
-        return f[0], f[1:], ctx.grad
-    a = 0.0 if last is None else f[0] / last[0]
-    return a, f[1:] if last is None else tuple(x - a * y for x, y in zip(f[1:], last[1:])), ctx.grad.clone()
+    from the backward pass's factors f (the buffer's own first). The buffer holds Σ built[i] · part i, built =
+    `ctx.built` (factors its forward pass used, `01c2_fused`) or (1, 0, …), so a = f[0] / built[0], rest = f[1:] −
+    a · built[1:] (exactly 1 and 0s for f = built). The first time (f[0] not 0) in place: out is the buffer, which then
+    holds f's sum (built = f); later (a kept graph) or for f[0] = 0, a new tensor."""
+    built = getattr(ctx, "built", None) or (1.0,) + (0.0,) * (len(f) - 1)
+    a, rest = f[0] / built[0], tuple(x - f[0] / built[0] * y for x, y in zip(f[1:], built[1:]))
+    if f[0] == 0.0 or getattr(ctx, "handed", False):
+        return a, rest, ctx.grad.clone()
+    ctx.built, ctx.handed = f, True
+    return a, rest, ctx.grad
 
 def _mse_ssim_times(ctx, go_mse: torch.Tensor, go_ssim: torch.Tensor) -> torch.Tensor:
     """`_SSIMKernel`'s gradient with MSE: go_ssim · ctx.grad + go_mse · 2 w (p − t) / den, in one pass
@@ -356,9 +357,10 @@ def _mse_ssim_times(ctx, go_mse: torch.Tensor, go_ssim: torch.Tensor) -> torch.T
     _run_kernel(_mse_ssim_grad, p.shape[0] * p.shape[1], out, p, t, w[:, 0], typed(a), typed(b))
     return out
 
-def _ssim_pass(p, t, w, v, c1, c2, g, want_grad: bool):
+def _ssim_pass(p, t, w, v, c1, c2, g, want_grad: bool, tail=None):
     """The SSIM kernel over every (image, band) plane: (gradient (B, C, H, W) or empty, totals (B·C,), sq (B·C,), den,
-    p·v, t·v). Arguments as `_SSIMKernel`; den = Σw · C (≥ 1e-12), a tensor; p·v, t·v are p, t where v is None."""
+    p·v, t·v). Arguments as `_SSIMKernel`; den = Σw · C (≥ 1e-12), a tensor; p·v, t·v are p, t where v is None.
+    `tail(den)` → (kernel, more arguments): a kernel taking the SSIM kernel's arguments and more (`01c2_fused`)."""
     (B, C, H, W), den = p.shape, (w.sum() * p.shape[1]).clamp_min(1e-12)
     if v is None:
         inv = vb = torch.ones(B, H, W, dtype=p.dtype)
@@ -368,8 +370,8 @@ def _ssim_pass(p, t, w, v, c1, c2, g, want_grad: bool):
     k = torch.tensor([2.0, 1.0, -1.0 / float(den)], dtype=p.dtype)
     grad = p.new_empty(p.shape if want_grad else (0, 0, 0, 0))  # contiguous, whatever p's layout
     totals, sq = p.new_zeros(B * C), p.new_zeros(B * C)  # each task's running sums start there
-    kernel = _ssim_planes7 if len(g) == 7 else _ssim_planes
-    _run_kernel(kernel, B * C, p, t, w[:, 0], inv, vb, const(c1), const(c2), g, k, grad, totals, sq)
+    kernel, more = (_ssim_planes7 if len(g) == 7 else _ssim_planes, ()) if tail is None else tail(float(den))
+    _run_kernel(kernel, B * C, p, t, w[:, 0], inv, vb, const(c1), const(c2), g, k, grad, totals, sq, *more)
     return grad, totals, sq, den, p, t
 
 class _SSIMKernel(torch.autograd.Function):

@@ -443,13 +443,14 @@ class TargetNorm(nn.Module):
         return (t.detach().float() - self.mean) / torch.sqrt(self.var + self.eps)
 
 # %% ../nbs/01c_losses.ipynb #fus10002
-def _recon_w(pred, t0, w, window, data_range, valid, reflectance) -> dict | None:
+def _recon_w(pred, t0, w, window, data_range, valid, reflectance, guess=None) -> dict | None:
     """{'mse', 'ssim', 'kl', 'sam'}: `_ssim_w(..., mse=True)` and `_kl_sam_w` (default eps) from one node on the CPU
-    kernels (`_ReconKernel`), or None where the kernels do not take all four (then each is made as usual)."""
+    kernels (`_ReconKernel`, `guess` its list of the last backward pass's factors), or None where the kernels do not
+    take all four (then each is made as usual)."""
     if not _kernel_reads(pred, t0, w, reflectance):  # e.g. per image (B, C, 1, 1): converted copies, term by term
         return None
     _, _, r = _spectral_args(pred, t0, w, reflectance)  # its checks; pred, t0 as they are (the kernels convert)
-    out = _ReconKernel.apply(pred, t0, w, *_ssim_args(t0, window, data_range, valid), r, (1e-4, 1e-12))
+    out = _ReconKernel.apply(pred, t0, w, *_ssim_args(t0, window, data_range, valid), r, (1e-4, 1e-12), guess)
     return dict(zip(("mse", "ssim", "kl", "sam"), out))
 
 # %% ../nbs/01c_losses.ipynb #lw000001
@@ -479,7 +480,7 @@ class HyperKDLoss(nn.Module):
             raise ValueError(f"ssim_window must be a Gaussian window size (int) or 'patch' with patch_size given; "
                              f"got ssim_window={ssim_window!r}, patch_size={patch_size!r}.")
         _check_cheaper_terms(ssim_window, ssim_band_stride, spectral_pixel_stride, ssim_band_bin)
-        self.ssim_band_bin, self.normalize_target = ssim_band_bin, normalize_target
+        self.ssim_band_bin, self.normalize_target, self._recon_guess = ssim_band_bin, normalize_target, [None]  # guess: the one node's factors
         self.weights, self.distill_kind, self.ssim_window, self.patch_size = w, distill_kind, ssim_window, patch_size
         self.ssim_data_range = ssim_data_range  # fixed range: the loss then does not depend on the batch composition
         self.ssim_band_stride, self.spectral_pixel_stride = ssim_band_stride, spectral_pixel_stride
@@ -507,8 +508,8 @@ class HyperKDLoss(nn.Module):
         _check_sizes(pred.shape, kb, ks, self.ssim_band_bin)
         o, seed = _draw_sample(offsets, kb) if kb > 1 or ks > 1 else (0, 0)  # full terms: no draw, runs stay as they were
         both = bool(w.mse and w.ssim) and self.ssim_window != "patch" and kb == 1 and self.ssim_band_bin == 1
-        four = _recon_w(pred, t0, valid, self.ssim_window, self.ssim_data_range, _nodata_arg(finite), reflectance) if both \
-            and w.kl and w.sam and ks == 1 and (reflectance is not None or pred_refl is None and target_refl is None) else None
+        four = _recon_w(pred, t0, valid, self.ssim_window, self.ssim_data_range, _nodata_arg(finite), reflectance, self._recon_guess) \
+            if both and w.kl and w.sam and ks == 1 and (reflectance is not None or pred_refl is None and target_refl is None) else None
         terms = dict(four or {})  # all four on the CPU kernels: one node, one gradient (`_recon_w`); else each term below
         if w.mse and not both: terms["mse"] = _mse_w(pred, t0, valid)
         if w.ssim and self.ssim_window == "patch":

@@ -325,10 +325,8 @@ class PrithviMAE(nn.Module):
 
     def encode(self, x, mask=None, layers: Sequence[int] = (-1,), temporal_coords=None, location_coords=None):
         "Encoder only: {layer: (B, 1 + n_visible, D)} for the given mask (True = masked); no decoder pass, and no block after the last layer asked for."
-        x = self._as5d(x)
-        _, feats = self.encoder(x, mask, layers, self._extra("enc", temporal_coords, location_coords, self.n_tokens),
-                                final=False)
-        return feats
+        extra = self._extra("enc", temporal_coords, location_coords, self.n_tokens)
+        return self.encoder(self._as5d(x), mask, layers, extra, final=False)[1]
 
     @torch.inference_mode()
     def features(self, x, mask=None, layers: Sequence[int] = (-1,), **coords):
