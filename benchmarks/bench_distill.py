@@ -9,6 +9,8 @@ Variants of one optimiser step (forward, backward, AdamW) on the same student an
               gradient-guided mask, feature distillation; reconstruction loss still the plain MSE
   hyperkd   : kd-mse + the enhanced loss (SSIM with a 7x7 Gaussian window, spectral KL, SAM), eager: what the
               trainer runs on a CPU by default
+  hyperkd-backward-grad : hyperkd with the one loss node's gradient made in the backward pass (its guess of the
+              backward factors, HyperKDLoss._recon_guess, cleared before each step), as before commit a8a1301
   hyperkd-before : the same with the loss as it was before issue #20 (tests/frozen_losses_6c94a9b.py: autograd
               through every term), to measure the change side by side
   hyperkd-compiled : the same with the loss compiled by torch.compile (the trainer's default on CUDA)
@@ -217,6 +219,8 @@ def main():
                                        loss=dict(mse=1.0, ssim=0.0, kl=0.0, sam=0.0, distill=1.0), compile_loss="off", **common),
         "hyperkd": TrainConfig.for_mode("distill", name="hkd", teacher=str(teacher), teacher_preset="prithvi-small",
                                         compile_loss="off", **common),
+        "hyperkd-backward-grad": TrainConfig.for_mode("distill", name="hkdg", teacher=str(teacher), teacher_preset="prithvi-small",
+                                                      compile_loss="off", **common),
         "hyperkd-before": TrainConfig.for_mode("distill", name="hkdb", teacher=str(teacher), teacher_preset="prithvi-small",
                                                compile_loss="off", **common),
         "hyperkd-compiled": TrainConfig.for_mode("distill", name="hkdc", teacher=str(teacher), teacher_preset="prithvi-small",
@@ -256,7 +260,12 @@ def main():
         if a.parts:
             view = time_parts(name, tr.train_step) or view
 
-        def step(tr=tr, x=x, name=name):
+        guesses = [m._recon_guess for m in tr.train_step.__dict__.values() if isinstance(m, torch.nn.Module)
+                   for m in m.modules() if hasattr(m, "_recon_guess")] if name == "hyperkd-backward-grad" else []
+
+        def step(tr=tr, x=x, name=name, guesses=guesses):
+            for g in guesses:  # no factors kept: the one node makes its gradient in the backward pass
+                g[0] = None
             t0 = time.perf_counter()
             tr.opt.zero_grad(set_to_none=True)
             total, _ = tr.compute_loss(x, 0)

@@ -19,8 +19,8 @@ from .losses import HyperKDLoss, TargetNorm, target_signal
 from .config import TrainConfig
 
 # %% auto #0
-__all__ = ['step_noise', 'loss_offsets', 'reconstruction_loss', 'autocast_for', 'MAEStep', 'teacher_view_weights', 'HyperKDStep',
-           'TeacherStep', 'teacher_diagnostics']
+__all__ = ['step_noise', 'loss_offsets', 'reconstruction_loss', 'autocast_for', 'MAEStep', 'teacher_view_weights', 'band_runs',
+           'HyperKDStep', 'TeacherStep', 'teacher_diagnostics']
 
 # %% ../nbs/01f_step.ipynb #56948ceb
 def step_noise(seed: int, micro: int, batch: int, n_tokens: int, rank: int = 0, world: int = 1) -> torch.Tensor:
@@ -118,6 +118,13 @@ def teacher_view_weights(A: torch.Tensor, mean, std, teacher: PrithviMAE, device
     b = ((1e4 * A64 @ m - tm) / ts).float().to(device)[None, :, None, None]
     return w, b
 
+# %% ../nbs/01f_step.ipynb #f20b0001
+def band_runs(w: torch.Tensor) -> list[slice]:
+    "The runs of neighbouring bands (columns) of w (K, C) with a weight other than 0 in some row, as slices in band order."
+    used = (w != 0).any(0).tolist() + [False]
+    starts = [c for c in range(len(used) - 1) if used[c] and (c == 0 or not used[c - 1])]
+    return [slice(a, next(c for c in range(a, len(used)) if not used[c])) for a in starts]
+
 # %% ../nbs/01f_step.ipynb #aa968831
 class HyperKDStep(MAEStep):
     """One HyperKD micro-batch: the teacher's aligned view of x, the guided mask drawn from it, the student's
@@ -127,15 +134,20 @@ class HyperKDStep(MAEStep):
                  band_mean, band_std, mean, std, device, rank: int = 0, world: int = 1):
         self.teacher, self.teacher_layers, self.align = teacher, tuple(teacher_layers), align.to(device)
         self._view_w, self._view_b = teacher_view_weights(align, band_mean, band_std, teacher, device)
+        self._view_runs = band_runs(self._view_w)
         super().__init__(cfg, model, net, mean, std, device, rank, world)
         self.target_norm = None
         if cfg.distill_target == "standardize":  # per-dimension running statistics
             self.target_norm = nn.ModuleList(TargetNorm(teacher.embed_dim) for _ in self.teacher_layers).to(device)
 
     def teacher_view(self, x: torch.Tensor) -> torch.Tensor:
-        """Normalised student input (B, C, H, W) → the teacher's input (B, 6, 1, H, W), one matrix product over the
-        bands: (6, C) @ (C, H·W) per image, x as it lies (einsum copies x band-last first: 3x the time on a CPU)."""
-        return (torch.matmul(self._view_w, x.flatten(2)).unflatten(2, x.shape[-2:]) + self._view_b).unsqueeze(2)
+        """Normalised student input (B, C, H, W) → the teacher's input (B, 6, 1, H, W): W @ x + b, one matrix product
+        (6, n) @ (n, H·W) per image and run of weighted bands (`band_runs`; the others are not read), x as it lies
+        (einsum copies x band-last first: 3x the time on a CPU)."""
+        xf, out = x.flatten(2), torch.zeros((), dtype=x.dtype, device=x.device)
+        for s in self._view_runs:
+            out = out + torch.matmul(self._view_w[:, s], xf[:, s])
+        return (out.expand(x.shape[0], len(self._view_w), xf.shape[2]).unflatten(2, x.shape[-2:]) + self._view_b).unsqueeze(2)
 
     def __call__(self, x: torch.Tensor, micro: int, valid: torch.Tensor | None = None):
         cfg = self.cfg
