@@ -80,7 +80,7 @@ def teacher_attention_score(teacher, teacher_input: torch.Tensor) -> torch.Tenso
     captured = {}
     h = blk.register_forward_pre_hook(lambda mod, args: captured.__setitem__("x", args[0]))
     try:
-        teacher.features(teacher_input, None, layers=())
+        teacher.features(teacher_input, None, layers=(len(teacher.encoder.blocks) - 1,))  # runs up to the last block
     finally:
         h.remove()
     with torch.inference_mode():
