@@ -40,10 +40,12 @@ a fresh subprocess on the CPU: the peak resident set (VmHWM, reset through /proc
 step) minus the resident set before it. Must not grow.
 """
 import argparse
+import atexit
 import contextlib
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import statistics
@@ -65,6 +67,7 @@ from hyperkd.masking import gradient_score
 from hyperkd.models import PRITHVI_PRESETS, PrithviMAE, save_prithvi
 
 PARTS: dict = {}  # (variant, part) -> seconds per call, for --parts
+RUNNING = [None]  # the variant whose step runs now: the one node's passes are timed under its name
 
 
 def sync(dev):
@@ -138,6 +141,7 @@ def memory_child(a, which: str):
     "One HyperKD step in this (fresh) process; prints JSON: resident set before the step and its peak during it (MiB)."
     heap = heap_mode(a)
     tmp = Path(tempfile.mkdtemp())
+    atexit.register(shutil.rmtree, tmp, True)  # the teacher, the demo scenes' cache and the runs (hundreds of MB)
     os.environ.setdefault("HYPERKD_CACHE", str(tmp / "cache"))
     torch.manual_seed(0)
     teacher = save_prithvi(PrithviMAE(PRITHVI_PRESETS["prithvi-small"], img_size=a.img, patch_size=a.patch), tmp / "t.pt")
@@ -206,6 +210,7 @@ def main():
         return memory(a)
     heap = heap_mode(a)
     tmp = Path(tempfile.mkdtemp())
+    atexit.register(shutil.rmtree, tmp, True)  # the teacher, the demo scenes' cache and the runs (hundreds of MB)
     os.environ.setdefault("HYPERKD_CACHE", str(tmp / "cache"))
     torch.manual_seed(0)
     teacher = save_prithvi(PrithviMAE(PRITHVI_PRESETS["prithvi-small"], img_size=a.img, patch_size=a.patch), tmp / "t.pt")
@@ -252,7 +257,7 @@ def main():
     steps, flops, view = {}, {}, None
     if a.parts:  # the one node's passes (the default loss on a CPU)
         for part in ("_ssim_pass", "_spectral_pass", "_recon_times"):
-            setattr(fused, part, timed(("hyperkd's one node", part), getattr(fused, part)))
+            setattr(fused, part, timed(lambda part=part: (RUNNING[0], part), getattr(fused, part)))
     for name, cfg in variants.items():
         with (loss_before() if name == "hyperkd-before" else contextlib.nullcontext()):
             tr = Trainer(cfg, log=lambda *_: None)
@@ -266,6 +271,7 @@ def main():
         def step(tr=tr, x=x, name=name, guesses=guesses):
             for g in guesses:  # no factors kept: the one node makes its gradient in the backward pass
                 g[0] = None
+            RUNNING[0] = name
             t0 = time.perf_counter()
             tr.opt.zero_grad(set_to_none=True)
             total, _ = tr.compute_loss(x, 0)
@@ -313,13 +319,13 @@ def main():
 
 
 def timed(key, f):
-    "f, its wall time per call appended to PARTS[key] (--parts)."
+    "f, its wall time per call appended to PARTS[key] (--parts); a callable key is called each time."
     def g(*args, **kw):
         t = time.perf_counter()
         try:
             return f(*args, **kw)
         finally:
-            PARTS.setdefault(key, []).append(time.perf_counter() - t)
+            PARTS.setdefault(key() if callable(key) else key, []).append(time.perf_counter() - t)
     return g
 
 
@@ -334,9 +340,9 @@ def time_parts(name: str, st):
 
 
 def print_parts(steps: dict, view, x, patch: int):
-    "The medians (ms) of each variant's parts, the one node's passes, and gradient_score alone on the teacher's view of x."
+    "The medians (ms) of each variant's parts (its one node's passes last), and gradient_score alone on the teacher's view of x."
     order = ("forward", "teacher_view", "mask", "net", "teacher features", "loss", "backward", "AdamW")
-    for name in (*steps, "hyperkd's one node"):
+    for name in steps:
         parts = {k[1]: statistics.median(v) * 1e3 for k, v in PARTS.items() if k[0] == name}
         if parts:  # the step's parts in the step's order, then the one node's passes
             keys = [p for p in order if p in parts] + [p for p in parts if p not in order]
