@@ -261,6 +261,13 @@ def _factors(go, den: float) -> tuple:
     "The backward pass's factors of (MSE, SSIM, KL, angle) as `_recon_grad` takes them: SSIM's, 2 · MSE's / den, KL's, the angle's."
     return float(go[1]), 2.0 * float(go[0]) / den, float(go[2]), float(go[3])
 
+def _recon_args(f, p, t, mean, std, eps, coef) -> tuple:
+    """`_recon_grad`'s arguments a, b, p, t, mean, std, eps, coef, go for the factors f (`_factors`' order), p and t
+    (B, C, H, W) flattened to (B, C, N), the numbers in p's dtype: what `_recon_times` and `_recon_tail` pass."""
+    (B, C), typed = p.shape[:2], _typed(p.dtype)
+    return (typed(f[0]), typed(f[1]), p.reshape(B, C, -1), t.reshape(B, C, -1), mean, std, typed(eps), coef,
+            np.array(f[2:], typed))
+
 def _recon_times(ctx, *go) -> torch.Tensor:
     """`_ReconKernel`'s gradient for the four factors go of the backward pass (MSE, SSIM, KL, angle), in one pass
     (`_recon_grad`): into the SSIM kernel's buffer the first time (SSIM's factor not 0), anew for a kept graph's later
@@ -272,10 +279,10 @@ def _recon_times(ctx, *go) -> torch.Tensor:
     a, rest, out = _kept_factors(ctx, _factors(go, ctx.den))
     if a == 1.0 and not any(rest):  # the buffer holds this sum already
         return out
-    (B, C), typed = p.shape[:2], _typed(p.dtype)
+    B, C = p.shape[:2]
     flat = lambda x: x.reshape(B, C, -1)
-    _run_kernel(_recon_grad, B * C, flat(out), flat(pv), flat(tv), w.reshape(B, -1), typed(a),
-                typed(rest[0]), flat(p), flat(t), mean, std, typed(ctx.eps), coef, np.array(rest[1:], typed))
+    _run_kernel(_recon_grad, B * C, flat(out), flat(pv), flat(tv), w.reshape(B, -1),
+                *_recon_args((a, *rest), p, t, mean, std, ctx.eps, coef))
     return out
 
 # %% ../nbs/01c2_fused.ipynb #fus00010
@@ -323,9 +330,4 @@ def _recon_planes(n0, n1, p, t, w, inv, v, c1, c2, g, k, grad, totals, sq, a, b,
 def _recon_tail(f, p, t, mean, std, eps, coef):
     """`_ssim_pass`' tail for the factors f (MSE, SSIM, KL, angle): (`_recon_planes`, its arguments after the SSIM
     kernel's), from den (`_factors`)."""
-    (B, C), typed = p.shape[:2], _typed(p.dtype)
-    def tail(den):
-        a, b, gk, gs = _factors(f, den)
-        return _recon_planes, (typed(a), typed(b), p.reshape(B, C, -1), t.reshape(B, C, -1), mean, std, typed(eps),
-                               coef, np.array([gk, gs], typed))
-    return tail
+    return lambda den: (_recon_planes, _recon_args(_factors(f, den), p, t, mean, std, eps, coef))
