@@ -337,12 +337,12 @@ def _grad_times(ctx, go: torch.Tensor) -> torch.Tensor:
 
 def _kept_factors(ctx, f: tuple) -> tuple:
     """(a, rest, out) for a gradient that a kernel makes in one pass as a · (the buffer `ctx.grad`) + Σ rest[i] · part i,
-    from the backward pass's factors f (the buffer's own first). The buffer holds Σ built[i] · part i, built =
-    `ctx.built` (factors its forward pass used, `01c2_fused`) or (1, 0, …), so a = f[0] / built[0], rest = f[1:] −
-    a · built[1:] (exactly 1 and 0s for f = built). The first time (f[0] not 0) in place: out is the buffer, which then
-    holds f's sum (built = f); later (a kept graph) or for f[0] = 0, a new tensor."""
+    from factors f (the buffer's own first). The buffer holds Σ built[i] · part i (built: `ctx.built`, factors its forward
+    pass used, `01c2_fused`, or (1, 0, …)): a = f[0] / built[0], rest = f[1:] − a · built[1:] (1 and 0s for f = built).
+    The first time f[0] ≠ 0 in place (out: the buffer, then holding f's sum); else (a kept graph, f[0] = 0) a new tensor."""
     built = getattr(ctx, "built", None) or (1.0,) + (0.0,) * (len(f) - 1)
-    a, rest = f[0] / built[0], tuple(x - f[0] / built[0] * y for x, y in zip(f[1:], built[1:]))
+    a = f[0] / built[0]
+    rest = tuple(x - a * y for x, y in zip(f[1:], built[1:]))
     if f[0] == 0.0 or getattr(ctx, "handed", False):
         return a, rest, ctx.grad.clone()
     ctx.built, ctx.handed = f, True
