@@ -265,8 +265,7 @@ def main():
         if a.parts:
             view = time_parts(name, tr.train_step) or view
 
-        guesses = [m._recon_guess for m in tr.train_step.__dict__.values() if isinstance(m, torch.nn.Module)
-                   for m in m.modules() if hasattr(m, "_recon_guess")] if name == "hyperkd-backward-grad" else []
+        guesses = [tr.train_step.loss_fn._recon_guess] if name == "hyperkd-backward-grad" else []  # HyperKDLoss's
 
         def step(tr=tr, x=x, name=name, guesses=guesses):
             for g in guesses:  # no factors kept: the one node makes its gradient in the backward pass
